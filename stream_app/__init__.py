@@ -1,0 +1,3 @@
+"""Streaming behavioral segmentation: clickstream in, segment transitions out."""
+
+__version__ = "0.1.0"

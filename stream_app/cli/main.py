@@ -1,0 +1,119 @@
+"""`stream-app`: worker, demo, replay, local Kafka, synthetic data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..timeutil import parse_timestamp
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from ..broker.local_kafka import BrokerError, LocalKafka, fetch_kafka, kafka_version
+
+    port = int(os.environ.get("STREAM_APP_KAFKA_PORT", "9092"))
+    broker = LocalKafka(Path(args.data_dir), port=port, controller_port=port + 1)
+    try:
+        if args.action == "fetch":
+            print(f"Kafka {kafka_version()} jars in {fetch_kafka(quiet=False)}")
+        elif args.action == "up":
+            broker.start()
+            print(f"Kafka {kafka_version()} is up: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}")
+        elif args.action == "down":
+            broker.stop()
+            print("Kafka is down")
+        else:
+            pid = broker.running_pid()
+            print(f"Kafka {kafka_version()}: " + (f"running (pid {pid}) on {broker.bootstrap}" if pid else "not running"))
+            return 0 if pid else 3
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from ..settings import Settings
+    from ..worker.app import run_worker
+
+    run_worker(Settings())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..demo.run import run_demo
+
+    return run_demo(seed=args.seed)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from ..replay.run import replay_file
+    from ..segments.config import CatalogConfig
+
+    until = None
+    if args.until:
+        try:
+            until = parse_timestamp(int(args.until) if args.until.isdigit() else args.until)
+        except ValueError as exc:
+            print(f"error: --until: {exc}", file=sys.stderr)
+            return 2
+    if not Path(args.input).exists():
+        print(f"error: --input {args.input} does not exist", file=sys.stderr)
+        return 2
+    return replay_file(Path(args.input), Path(args.output), CatalogConfig(), until, Path(args.memberships) if args.memberships else None)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import time
+
+    from ..demo.generator import as_wire, generate
+    from ..timeutil import DAY_MS
+
+    start = parse_timestamp(args.start) if args.start else int(time.time() * 1000) - (args.days + 1) * DAY_MS
+    events = generate(args.seed, args.users, start, args.days * DAY_MS)
+    with (sys.stdout if args.output == "-" else open(args.output, "w")) as out:
+        for event in events:
+            out.write(json.dumps(as_wire(event)) + "\n")
+    print(f"generate: {len(events)} events for {args.users} users -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stream-app", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="the local Apache Kafka broker (KRaft, loopback)")
+    kafka.add_argument("action", choices=["fetch", "up", "down", "status"])
+    kafka.add_argument("--data-dir", default="var/kafka")
+    kafka.set_defaults(func=_kafka)
+
+    worker = sub.add_parser("worker", help="run the segmentation worker (configured by environment)")
+    worker.set_defaults(func=_worker)
+
+    demo = sub.add_parser("demo", help="local broker + worker + synthetic traffic, transitions printed live")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_demo)
+
+    replay = sub.add_parser("replay", help="run the core over a JSON-lines file of events, without Kafka")
+    replay.add_argument("--input", required=True)
+    replay.add_argument("--output", required=True, help="transitions as JSON lines ('-' for stdout)")
+    replay.add_argument("--until", help="advance the clock to this time (ISO-8601 or epoch ms) at the end")
+    replay.add_argument("--memberships", help="write each user's final segments to this file")
+    replay.set_defaults(func=_replay)
+
+    gen = sub.add_parser("generate", help="write a seeded synthetic clickstream as JSON lines")
+    gen.add_argument("--users", type=int, default=1000)
+    gen.add_argument("--days", type=int, default=14)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--start", help="first event time (default: days+1 days ago)")
+    gen.add_argument("--output", default="-")
+    gen.set_defaults(func=_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

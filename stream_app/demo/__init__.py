@@ -1,0 +1,1 @@
+"""Synthetic, seeded clickstream and the live demo."""

@@ -1,0 +1,131 @@
+"""`stream-app demo`: local broker (unless KAFKA_BOOTSTRAP_SERVERS is set), the worker, synthetic
+traffic, and every transition printed as it happens. Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..settings import Settings
+from ..timeutil import DAY_MS, format_timestamp
+from .generator import MALFORMED_SAMPLES, as_wire
+from .live import backfill_events, live_events
+
+SPEED = 60.0
+
+
+def _print(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _start_local_broker(root: Path) -> tuple[object, str]:
+    from ..broker.local_kafka import LocalKafka, fetch_kafka, kafka_version
+
+    port = int(os.environ.get("STREAM_APP_KAFKA_PORT", "9092"))
+    broker = LocalKafka(root / "kafka", port=port, controller_port=port + 1)
+    _print(f"demo: fetching Apache Kafka {kafka_version()} with Maven (first run only)...")
+    fetch_kafka()
+    _print(f"demo: starting the local Kafka broker on {broker.bootstrap} (data in {broker.data_dir})")
+    broker.start()
+    return broker, broker.bootstrap
+
+
+def _produce(settings: Settings, stop: threading.Event, seed: int) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5)
+    live_start = int(time.time() * 1000) - 2 * DAY_MS
+    history = backfill_events(seed, users=300, live_start_ms=live_start)
+    for event in history:
+        producer.send(settings.input_topic, key=event["userId"].encode(), value=json.dumps(as_wire(event)).encode())
+    producer.flush()
+    _print(f"demo: backfilled {len(history)} events of 10 days of history; now live, event time runs {SPEED:.0f}x faster than the wall clock")
+    sent = 0
+    for event in live_events(seed, live_start, SPEED):
+        if stop.is_set():
+            break
+        producer.send(settings.input_topic, key=event["userId"].encode(), value=json.dumps(as_wire(event)).encode())
+        sent += 1
+        if sent % 150 == 0:  # now and then a malformed message, to show the dead-letter topic
+            producer.send(settings.input_topic, value=MALFORMED_SAMPLES[(sent // 150) % len(MALFORMED_SAMPLES)])
+    producer.flush()
+    producer.close()
+
+
+def _follow(settings: Settings, stop: threading.Event) -> None:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        settings.transitions_topic, settings.dlq_topic,
+        bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="latest",
+        isolation_level="read_committed", consumer_timeout_ms=500, group_id=None,
+    )
+    counts: dict[str, int] = {}
+    while not stop.is_set():
+        for message in consumer:
+            record = json.loads(message.value)
+            if message.topic == settings.dlq_topic:
+                _print(f"  DEAD LETTER  {record['reason']}: {record['detail']}")
+                continue
+            counts[record["segment"]] = counts.get(record["segment"], 0) + 1
+            before = record["from"] or "-"
+            after = record["to"] or "-"
+            cause = record["cause"]["type"]
+            flag = " (historical)" if record["historical"] else ""
+            _print(f"  {record['at'][:16].replace('T', ' ')}  {record['user_id']:<12} {record['segment']:<15} {before:>15} -> {after:<15} [{cause}]{flag}")
+            if stop.is_set():
+                break
+    consumer.close()
+
+
+def run_demo(seed: int = 7) -> int:
+    root = Path(os.environ.get("STREAM_APP_DEMO_DIR", "var/demo"))
+    root.mkdir(parents=True, exist_ok=True)
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        broker, bootstrap = _start_local_broker(root)
+    settings = replace(Settings(), bootstrap_servers=bootstrap, data_dir=root / "worker", historical_after_ms=3 * DAY_MS)
+    from ..worker.topics import ensure_topics
+
+    ensure_topics(settings)
+    stop = threading.Event()
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, STREAM_APP_DATA_DIR=str(settings.data_dir),
+               STREAM_APP_HISTORICAL_AFTER_MS=str(settings.historical_after_ms))
+    log_path = root / "worker.log"
+    producer_thread = threading.Thread(target=_produce, args=(settings, stop, seed), daemon=True)
+    follower = threading.Thread(target=_follow, args=(settings, stop), daemon=True)
+    follower.start()
+    producer_thread.start()
+    worker = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env,
+                              stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    _print(f"demo: worker started (log: {log_path}, metrics: http://{settings.web_host}:{settings.web_port}/metrics)")
+    _print("demo: transitions as they happen (event time, user, segment, from -> to, cause); Ctrl-C stops")
+    try:
+        while worker.poll() is None:
+            time.sleep(0.5)
+        _print(f"demo: the worker exited with {worker.returncode}; see {log_path}")
+        return 1
+    except KeyboardInterrupt:
+        _print("\ndemo: stopping...")
+        return 0
+    finally:
+        stop.set()
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+        follower.join(5)
+        if broker is not None:
+            broker.stop()  # type: ignore[attr-defined]
+        _print("demo: stopped")

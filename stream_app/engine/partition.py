@@ -1,0 +1,203 @@
+"""A partition's engine: its event-time clock, the users' due schedule, and batch processing.
+
+The clock (catalog): the highest event timestamp seen, never ahead of the wall clock, minus the
+lateness allowance; it never moves backwards and is stored with the partition's state. When the
+partition has been idle for longer than the allowance it follows the wall clock minus the allowance.
+A replay has no wall clock; `advance_to` moves its clock at the end.
+
+Events at or after the clock wait in their user's profile (`pending`) until the clock passes them, so
+events that arrive out of order within the allowance are applied in event-time order. Events older
+than the clock are applied at once; transitions already emitted are not taken back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import insort
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+import msgpack
+
+from ..events import Event, InvalidEvent, decode_event
+from ..events.decode import DEFAULT_MAX_EVENT_BYTES
+from ..segments.config import CatalogConfig
+from ..state.encoding import decode_profile, encode_profile
+from ..state.profile import Profile
+from ..timers import DueSchedule
+from ..transitions import Change, memberships_record, to_record
+from .timeline import advance, apply_late_event, next_due
+
+CLOCK_KEY = "\x00partition-clock"
+
+
+class ProfileStore(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class RawRecord:
+    value: bytes
+    topic: str = ""
+    partition: int = 0
+    offset: int = -1
+
+
+@dataclass
+class BatchResult:
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    memberships: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # None = tombstone
+    dead_letters: list[tuple[RawRecord, InvalidEvent]] = field(default_factory=list)
+    writes: dict[str, bytes | None] = field(default_factory=dict)  # None = delete
+    counts: Counter = field(default_factory=Counter)  # "type:<t>", "duplicate", "late", "dropped_dormant"
+    clock: int = 0
+
+
+def message_hash(message_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+class _Batch:
+    """Profiles touched by one batch: loaded once, written once."""
+
+    def __init__(self, store: ProfileStore) -> None:
+        self.store = store
+        self.profiles: dict[str, Profile] = {}
+        self.members_before: dict[str, dict[str, str]] = {}
+        self.deleted: set[str] = set()
+        self.changes: list[Change] = []
+
+    def load(self, user_id: str) -> Profile:
+        profile = self.profiles.get(user_id)
+        if profile is None:
+            data = self.store.get(user_id)
+            profile = decode_profile(data) if data is not None else Profile()
+            self.profiles[user_id] = profile
+            self.members_before[user_id] = dict(profile.members)
+            self.deleted.discard(user_id)
+        return profile
+
+    def delete(self, user_id: str) -> None:
+        self.profiles.pop(user_id, None)
+        self.deleted.add(user_id)
+
+
+class PartitionEngine:
+    def __init__(
+        self,
+        partition: int,
+        store: ProfileStore,
+        cfg: CatalogConfig,
+        *,
+        use_wall_clock: bool = True,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self.partition = partition
+        self.store = store
+        self.cfg = cfg
+        self.use_wall_clock = use_wall_clock
+        self.max_event_bytes = max_event_bytes
+        self.schedule = DueSchedule()
+        self.clock = 0
+        self.max_event_ts = 0
+        self.last_arrival_wall: int | None = None
+        saved = store.get(CLOCK_KEY)
+        if saved is not None:
+            _version, self.clock, self.max_event_ts = msgpack.unpackb(saved)
+
+    # -- state ------------------------------------------------------------------------------------
+    def rebuild_schedule(self, items: Iterable[tuple[str, bytes]]) -> int:
+        """Derive the due schedule from stored profiles (after assignment or restart)."""
+        count = 0
+        for user_id, data in items:
+            if user_id == CLOCK_KEY:
+                continue
+            self.schedule.set(user_id, next_due(decode_profile(data), self.cfg))
+            count += 1
+        return count
+
+    def _clock_state(self) -> bytes:
+        return msgpack.packb([1, self.clock, self.max_event_ts])
+
+    # -- processing -------------------------------------------------------------------------------
+    def handle(self, records: Iterable[RawRecord], wall_ms: int) -> BatchResult:
+        """Validate, deduplicate and buffer a batch of input records, then advance the clock."""
+        result = BatchResult()
+        batch = _Batch(self.store)
+        cfg = self.cfg
+        any_valid = False
+        for record in records:
+            try:
+                event = decode_event(record.value, wall_ms, self.max_event_bytes)
+            except InvalidEvent as invalid:
+                result.dead_letters.append((record, invalid))
+                continue
+            any_valid = True
+            profile = batch.load(event.user_id)
+            key = message_hash(event.message_id)
+            if key in profile.seen:
+                result.counts["duplicate"] += 1
+                continue
+            profile.seen[key] = event.ts
+            result.counts[f"type:{event.type}"] += 1
+            if event.ts > self.max_event_ts:
+                self.max_event_ts = event.ts
+            if event.ts < self.clock:
+                result.counts["late"] += 1
+                batch.changes.extend(apply_late_event(event.user_id, profile, event, cfg))
+            else:
+                insort(profile.pending, event.to_compact(), key=lambda row: (row[0], row[1]))
+        if any_valid:
+            self.last_arrival_wall = wall_ms
+            horizon = min(self.max_event_ts, wall_ms) if self.use_wall_clock else self.max_event_ts
+            self.clock = max(self.clock, horizon - cfg.lateness_ms)
+        for user_id, profile in batch.profiles.items():
+            self.schedule.set(user_id, next_due(profile, cfg))
+        self._advance(batch, result)
+        return self._finish(batch, result, wall_ms)
+
+    def tick(self, wall_ms: int) -> BatchResult:
+        """Wall-clock progress: an idle partition's clock follows the wall clock minus the allowance."""
+        if self.last_arrival_wall is None:
+            self.last_arrival_wall = wall_ms
+        if wall_ms - self.last_arrival_wall > self.cfg.lateness_ms:
+            self.clock = max(self.clock, wall_ms - self.cfg.lateness_ms)
+        return self.advance_to(self.clock, wall_ms)
+
+    def advance_to(self, until: int, wall_ms: int) -> BatchResult:
+        """Move the clock to ``until`` (never backwards) and fire everything due by then."""
+        self.clock = max(self.clock, until)
+        result = BatchResult()
+        batch = _Batch(self.store)
+        self._advance(batch, result)
+        return self._finish(batch, result, wall_ms)
+
+    def next_due(self) -> int | None:
+        return self.schedule.next_due()
+
+    def _advance(self, batch: _Batch, result: BatchResult) -> None:
+        cfg = self.cfg
+        for user_id in self.schedule.pop_due(self.clock):
+            profile = batch.load(user_id)
+            changes, dormant = advance(user_id, profile, self.clock, cfg)
+            batch.changes.extend(changes)
+            if dormant:
+                batch.delete(user_id)
+                result.counts["dropped_dormant"] += 1
+            else:
+                self.schedule.set(user_id, next_due(profile, cfg))
+
+    def _finish(self, batch: _Batch, result: BatchResult, wall_ms: int) -> BatchResult:
+        cfg = self.cfg
+        result.transitions = [to_record(c, wall_ms, cfg.historical_after_ms, cfg.version) for c in batch.changes]
+        for user_id, profile in batch.profiles.items():
+            result.writes[user_id] = encode_profile(profile)
+            if profile.members != batch.members_before.get(user_id):
+                result.memberships[user_id] = memberships_record(user_id, profile.members, profile.t, cfg.version)
+        for user_id in batch.deleted:
+            result.writes[user_id] = None
+            result.memberships[user_id] = None
+        result.writes[CLOCK_KEY] = self._clock_state()
+        result.clock = self.clock
+        return result

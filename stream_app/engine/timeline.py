@@ -1,0 +1,85 @@
+"""One user's timeline: apply buffered events and fire timers in event-time order.
+
+`advance(profile, until)` processes, in time order, every pending event and every time-driven change
+due at or before `until`. A timer due at the same moment as an event goes first. Because the order
+depends only on times (and messageId for ties), advancing in several steps gives the same result as
+advancing once: this is what makes the Kafka path and the replay path agree.
+"""
+
+from __future__ import annotations
+
+from ..events import Event
+from ..segments import catalog
+from ..segments.config import CatalogConfig
+from ..state.aggregates import apply_event, expire
+from ..state.profile import Profile
+from ..transitions import Change
+
+
+def next_timer(profile: Profile, cfg: CatalogConfig) -> int | None:
+    """Next moment after profile.t at which time alone may change something (including dormancy)."""
+    if profile.last_event == 0:  # nothing applied yet: only pending events
+        return None
+    due = catalog.next_change(profile, cfg)
+    dormant = profile.last_event + cfg.dormant_after_ms
+    if dormant > profile.t and (due is None or dormant < due):
+        due = dormant
+    return due
+
+
+def next_due(profile: Profile, cfg: CatalogConfig) -> int | None:
+    """When this user next needs attention: its earliest pending event or its next timer."""
+    timer = next_timer(profile, cfg)
+    if profile.pending:
+        first = profile.pending[0][0]
+        return first if timer is None or first < timer else timer
+    return timer
+
+
+def _diff(user_id: str, profile: Profile, t: int, cfg: CatalogConfig, cause_type: str, cause_ref: str) -> list[Change]:
+    new = catalog.memberships(profile, t, cfg)
+    old = profile.members
+    if new == old:
+        return []
+    changes = []
+    for segment in sorted(set(old) | set(new)):
+        before, after = old.get(segment), new.get(segment)
+        if before != after:
+            changes.append(
+                Change(user_id, segment, before, after, t, cause_type, cause_ref, catalog.traits(segment, profile, t, cfg))
+            )
+    profile.members = new
+    return changes
+
+
+def _apply(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> list[Change]:
+    t = max(event.ts, profile.t)
+    apply_event(profile, event, cfg)
+    profile.t = t
+    expire(profile, t, cfg)
+    return _diff(user_id, profile, t, cfg, "event", event.message_id)
+
+
+def apply_late_event(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> list[Change]:
+    """An event older than the partition clock: applied at once, decided at max(its time, the user's time)."""
+    return _apply(user_id, profile, event, cfg)
+
+
+def advance(user_id: str, profile: Profile, until: int, cfg: CatalogConfig) -> tuple[list[Change], bool]:
+    """Process everything due at or before ``until``. Returns (changes, dormant) where dormant means the
+    profile has reached its 400-day silence and must be dropped without transitions."""
+    changes: list[Change] = []
+    while True:
+        timer = next_timer(profile, cfg)
+        pending_ts = profile.pending[0][0] if profile.pending else None
+        if pending_ts is not None and pending_ts <= until and (timer is None or pending_ts < timer):
+            event = Event.from_compact(user_id, profile.pending.pop(0))
+            changes.extend(_apply(user_id, profile, event, cfg))
+        elif timer is not None and timer <= until:
+            if not profile.pending and timer >= profile.last_event + cfg.dormant_after_ms:
+                return changes, True
+            profile.t = timer
+            expire(profile, timer, cfg)
+            changes.extend(_diff(user_id, profile, timer, cfg, "timer", str(timer)))
+        else:
+            return changes, False

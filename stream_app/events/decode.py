@@ -1,0 +1,181 @@
+"""Decode one raw message (JSON or msgpack) into a normalized :class:`Event`, or raise :class:`InvalidEvent`.
+
+Invalid means (catalog and issue #2): undecodable, schema violation, no user id, a timestamp that is
+unparseable or more than 24 h ahead of the wall clock, or oversize. Every InvalidEvent carries a
+machine reason (a metric label) and a detail written for the person who sent the event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from jsonschema import Draft202012Validator
+
+from ..timeutil import HOUR_MS, parse_timestamp
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "clickstream-event.schema.json"
+DEFAULT_MAX_EVENT_BYTES = 32 * 1024
+FUTURE_ALLOWANCE_MS = 24 * HOUR_MS
+
+# Properties the default catalog reads. Only these are kept in state (pending events), which keeps
+# profiles small; the full event stays on the input topic.
+KEPT_PROPERTIES = (
+    "revenue", "total", "discount", "coupon", "product_id", "sku", "quantity", "path",
+    "feature", "metric", "value", "limit", "step", "category", "score", "order_id",
+)
+NUMERIC_PROPERTIES = ("revenue", "total", "discount", "quantity", "value", "limit", "step", "score")
+
+
+class DeadLetterReason(str, Enum):
+    UNDECODABLE = "undecodable"
+    SCHEMA_VIOLATION = "schema_violation"
+    MISSING_USER_ID = "missing_user_id"
+    BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    OVERSIZE = "oversize"
+
+
+class InvalidEvent(Exception):
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Event:
+    """A validated input event, reduced to what the engine needs."""
+
+    message_id: str
+    user_id: str
+    type: str  # track | identify | page | screen | alias
+    name: str  # track: event name; page/screen: page name ('' when absent)
+    ts: int  # event time, epoch ms
+    props: dict[str, Any]
+
+    @property
+    def is_activity(self) -> bool:
+        return self.type in ("track", "page", "screen")
+
+    def to_compact(self) -> list[Any]:
+        return [self.ts, self.message_id, self.type, self.name, self.props]
+
+    @classmethod
+    def from_compact(cls, user_id: str, row: list[Any]) -> "Event":
+        return cls(message_id=row[1], user_id=user_id, type=row[2], name=row[3], ts=row[0], props=row[4])
+
+    def to_segment_json(self) -> dict[str, Any]:
+        """The event as a Segment-spec dict (used by replay files and the demo generator)."""
+        from ..timeutil import format_timestamp
+
+        body: dict[str, Any] = {"type": self.type, "messageId": self.message_id, "userId": self.user_id,
+                                "timestamp": format_timestamp(self.ts), "properties": dict(self.props)}
+        if self.type == "track":
+            body["event"] = self.name
+        elif self.name:
+            body["name"] = self.name
+        return body
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _parse_bytes(raw: bytes) -> Any:
+    if not raw:
+        raise InvalidEvent(DeadLetterReason.UNDECODABLE, "empty message; send a JSON or msgpack object")
+    first = raw.lstrip()[:1]
+    if first == b"{":
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(DeadLetterReason.UNDECODABLE, f"JSON is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        except (ValueError, RecursionError) as exc:
+            raise InvalidEvent(DeadLetterReason.UNDECODABLE, f"not valid JSON: {str(exc)[:200]}") from None
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise InvalidEvent(
+            DeadLetterReason.UNDECODABLE,
+            f"neither JSON (must start with '{{') nor msgpack ({type(exc).__name__}: {str(exc)[:120]})",
+        ) from None
+
+
+def _schema_error(doc: Any) -> str | None:
+    validator = _validator()
+    try:
+        if validator.is_valid(doc):
+            return None
+        error = min(validator.iter_errors(doc), key=lambda e: len(list(e.absolute_path)))
+    except RecursionError:
+        return "document is nested too deeply"
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"at {where}: {error.message[:200]}"
+
+
+def _kept_properties(props: dict[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key in KEPT_PROPERTIES:
+        if key not in props:
+            continue
+        value = props[key]
+        if key in NUMERIC_PROPERTIES:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidEvent(
+                    DeadLetterReason.SCHEMA_VIOLATION,
+                    f"properties.{key} must be a finite number, got {str(value)[:40]!r}",
+                )
+        elif isinstance(value, (dict, list)):
+            raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, f"properties.{key} must be a scalar")
+        elif isinstance(value, str) and len(value) > 200:
+            value = value[:200]
+        kept[key] = value
+    return kept
+
+
+def decode_event(raw: bytes, wall_ms: int, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
+    """Decode and validate one message. Pure apart from reading the schema file once."""
+    if len(raw) > max_bytes:
+        raise InvalidEvent(
+            DeadLetterReason.OVERSIZE,
+            f"message is {len(raw)} bytes, the limit is {max_bytes} (STREAM_APP_MAX_EVENT_BYTES); trim properties/context",
+        )
+    doc = _parse_bytes(raw)
+    if not isinstance(doc, dict):
+        raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, f"top level must be an object, got {type(doc).__name__}")
+    user_id = doc.get("userId") or doc.get("anonymousId")
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidEvent(DeadLetterReason.MISSING_USER_ID, "neither userId nor anonymousId is a non-empty string")
+    problem = _schema_error(doc)
+    if problem is not None:
+        raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, problem)
+    try:
+        ts = parse_timestamp(doc["timestamp"])
+    except ValueError as exc:
+        raise InvalidEvent(DeadLetterReason.BAD_TIMESTAMP, str(exc)) from None
+    if ts > wall_ms + FUTURE_ALLOWANCE_MS:
+        raise InvalidEvent(
+            DeadLetterReason.FUTURE_TIMESTAMP,
+            f"timestamp is {(ts - wall_ms) / HOUR_MS:.1f} h ahead of the wall clock (limit 24 h); check the sender's clock and units (milliseconds, not microseconds)",
+        )
+    kind = doc["type"]
+    if kind == "track":
+        name = doc["event"]
+    else:
+        name = doc.get("name") or ""
+        if not isinstance(name, str):
+            name = ""
+    props = doc.get("properties") or {}
+    return Event(message_id=doc["messageId"], user_id=user_id, type=kind, name=name, ts=ts, props=_kept_properties(props))

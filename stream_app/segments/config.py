@@ -1,0 +1,52 @@
+"""Catalog parameters: every window, threshold and weight of the default segments in one place.
+
+The defaults are ../shared/reference/segment-catalog.md. A later step (issue #4) loads them from the
+YAML definitions file; the rules only ever read this object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..timeutil import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogConfig:
+    version: str = "catalog-1"
+    lateness_ms: int = 5 * SECOND_MS
+    dedup_window_ms: int = 7 * DAY_MS
+    dormant_after_ms: int = 400 * DAY_MS
+    historical_after_ms: int = 1 * HOUR_MS
+
+    # lifecycle
+    activation_event: str = "Order Completed"
+    activation_feature: str | None = None  # when set, activation is `Feature Used` with this feature
+    churn_inactive_ms: int = 60 * DAY_MS
+    engaged_window_ms: int = 28 * DAY_MS
+    engaged_min_days: int = 4
+    loyal_orders_window_ms: int = 365 * DAY_MS
+    loyal_min_orders: int = 3
+    loyal_invite_window_ms: int = 90 * DAY_MS
+    loyal_nps_window_ms: int = 180 * DAY_MS
+    loyal_nps_min_score: float = 9
+
+    # intent
+    intent_window_ms: int = 7 * DAY_MS
+    intent_threshold: float = 6
+    intent_weights: dict[str, float] = field(default_factory=lambda: {
+        "page:Pricing": 2, "Product Added": 3, "Checkout Started": 4,
+        "Content Downloaded:buying_guide": 2, "Product Viewed": 0.5,
+    })
+
+    # cart
+    cart_abandon_after_ms: int = 30 * MINUTE_MS
+    cart_expiry_ms: int = 7 * DAY_MS
+
+    # order history kept for lifecycle, RFM and promotions
+    order_window_ms: int = 365 * DAY_MS
+    # activity days kept (engaged: 28 d; churn_risk: 14 + 28 d)
+    activity_days_kept_ms: int = 60 * DAY_MS
+
+
+DEFAULT_CONFIG = CatalogConfig()

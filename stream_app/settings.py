@@ -1,0 +1,53 @@
+"""One typed settings object, filled from the environment (see README "Configuration")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LOCAL_BOOTSTRAP = "127.0.0.1:9092"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_LOCAL_BOOTSTRAP))
+    app_id: str = field(default_factory=lambda: _env("STREAM_APP_ID", "stream-app"))
+    input_topic: str = field(default_factory=lambda: _env("STREAM_APP_INPUT_TOPIC", "clickstream.events"))
+    transitions_topic: str = field(default_factory=lambda: _env("STREAM_APP_TRANSITIONS_TOPIC", "segments.transitions"))
+    memberships_topic: str = field(default_factory=lambda: _env("STREAM_APP_MEMBERSHIPS_TOPIC", "segments.memberships"))
+    dlq_topic: str = field(default_factory=lambda: _env("STREAM_APP_DLQ_TOPIC", "clickstream.dlq"))
+    partitions: int = field(default_factory=lambda: _int("STREAM_APP_PARTITIONS", 6))
+    replication_factor: int = field(default_factory=lambda: _int("STREAM_APP_REPLICATION_FACTOR", 1))
+    data_dir: Path = field(default_factory=lambda: Path(_env("STREAM_APP_DATA_DIR", "var/worker")))
+    web_host: str = field(default_factory=lambda: _env("STREAM_APP_WEB_HOST", "127.0.0.1"))
+    web_port: int = field(default_factory=lambda: _int("STREAM_APP_WEB_PORT", 6066))
+    lateness_ms: int = field(default_factory=lambda: _int("STREAM_APP_LATENESS_MS", 5000))
+    historical_after_ms: int = field(default_factory=lambda: _int("STREAM_APP_HISTORICAL_AFTER_MS", 3600_000))
+    batch_max: int = field(default_factory=lambda: _int("STREAM_APP_BATCH_MAX", 2000))
+    batch_within_ms: int = field(default_factory=lambda: _int("STREAM_APP_BATCH_WITHIN_MS", 50))
+    tick_interval_ms: int = field(default_factory=lambda: _int("STREAM_APP_TICK_INTERVAL_MS", 500))
+    max_event_bytes: int = field(default_factory=lambda: _int("STREAM_APP_MAX_EVENT_BYTES", 32 * 1024))
+    session_timeout_s: int = field(default_factory=lambda: _int("STREAM_APP_SESSION_TIMEOUT_S", 10))
+    log_level: str = field(default_factory=lambda: _env("STREAM_APP_LOG_LEVEL", "info"))
+
+    @property
+    def ticks_topic(self) -> str:
+        return f"{self.app_id}.clock-ticks"
+
+    @property
+    def broker_urls(self) -> list[str]:
+        return [f"kafka://{host.strip()}" for host in self.bootstrap_servers.split(",") if host.strip()]

@@ -1,0 +1,147 @@
+"""Fold one event into a profile's windowed aggregates, and expire what no window can see any more.
+
+Pure functions over a :class:`Profile`. Which events feed which aggregate is the catalog's event
+vocabulary; which windows read them lives in ``stream_app.segments``.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+
+from ..events import Event
+from ..segments.config import CatalogConfig
+from ..timeutil import utc_day
+from .profile import Profile
+
+CART_PLACEHOLDER = "\x00checkout"
+
+
+def intent_weight(event: Event, cfg: CatalogConfig) -> float:
+    weights = cfg.intent_weights
+    if event.type == "page":
+        path = str(event.props.get("path") or "")
+        if event.name == "Pricing" or "/pricing" in path:
+            return weights.get("page:Pricing", 0.0)
+        return 0.0
+    if event.type != "track":
+        return 0.0
+    if event.name == "Content Downloaded":
+        return weights.get(f"Content Downloaded:{event.props.get('category')}", 0.0)
+    return weights.get(event.name, 0.0)
+
+
+def _amount(props: dict) -> float:
+    value = props.get("revenue")
+    if value is None:
+        value = props.get("total")
+    return float(value) if value is not None else 0.0
+
+
+def _cart_item(event: Event) -> str:
+    item = event.props.get("product_id")
+    if item is None:
+        item = event.props.get("sku")
+    return str(item) if item is not None else f"\x00own:{event.message_id}"
+
+
+def _quantity(props: dict) -> int:
+    qty = props.get("quantity")
+    if qty is None:
+        return 1
+    return max(int(qty), 0)
+
+
+def is_activation(event: Event, cfg: CatalogConfig) -> bool:
+    if cfg.activation_feature is not None:
+        return event.name == "Feature Used" and event.props.get("feature") == cfg.activation_feature
+    return event.type == "track" and event.name == cfg.activation_event
+
+
+def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
+    """Fold ``event`` into ``profile`` (order-sensitive only for the cart, as the catalog says)."""
+    ts = event.ts
+    if profile.first_seen == 0 or ts < profile.first_seen:
+        profile.first_seen = ts
+    profile.last_event = max(profile.last_event, ts)
+    if event.is_activity:
+        profile.last_activity = ts if profile.last_activity is None else max(profile.last_activity, ts)
+        day = utc_day(ts)
+        if profile.days.get(day, -1) < ts:
+            profile.days[day] = ts
+    if is_activation(event, cfg) and (profile.activated_at is None or ts < profile.activated_at):
+        profile.activated_at = ts
+
+    weight = intent_weight(event, cfg)
+    if weight:
+        insort(profile.intent, [ts, weight])
+
+    if event.type != "track":
+        return
+    name = event.name
+    props = event.props
+    if name == "Order Completed":
+        discounted = 1 if (props.get("coupon") or (props.get("discount") or 0) > 0) else 0
+        insort(profile.orders, [ts, _amount(props), discounted])
+        profile.last_order = ts if profile.last_order is None else max(profile.last_order, ts)
+        profile.cart.clear()
+        profile.cart_opened = None
+    elif name == "Order Refunded":
+        insort(profile.refunds, [ts, _amount(props)])
+    elif name in ("Product Added", "Checkout Started", "Product Removed"):
+        _apply_cart_event(profile, event)
+    elif name == "Invite Sent":
+        profile.invite_last = ts if profile.invite_last is None else max(profile.invite_last, ts)
+    elif name == "NPS Submitted":
+        score = props.get("score")
+        if score is not None and score >= cfg.loyal_nps_min_score:
+            profile.nps_high_last = ts if profile.nps_high_last is None else max(profile.nps_high_last, ts)
+
+
+def _apply_cart_event(profile: Profile, event: Event) -> None:
+    cart = profile.cart
+    was_empty = not cart
+    profile.cart_last = event.ts if profile.cart_last is None else max(profile.cart_last, event.ts)
+    if event.name == "Product Added":
+        qty = _quantity(event.props)
+        if qty == 0:
+            return
+        item = _cart_item(event)
+        cart[item] = cart.get(item, 0) + qty
+    elif event.name == "Checkout Started":
+        if was_empty:
+            cart[CART_PLACEHOLDER] = 1
+    else:  # Product Removed
+        item = _cart_item(event)
+        if item in cart:
+            left = cart[item] - _quantity(event.props)
+            if left > 0:
+                cart[item] = left
+            else:
+                del cart[item]
+    if was_empty and cart:
+        profile.cart_opened = event.ts
+    elif not cart:
+        profile.cart_opened = None
+
+
+def expire(profile: Profile, t: int, cfg: CatalogConfig) -> None:
+    """Apply time-driven state changes due by ``t`` and drop elements that no window can see at ``t``."""
+    if profile.cart and profile.cart_last is not None and t >= profile.cart_last + cfg.cart_expiry_ms:
+        profile.cart.clear()  # the 7-day expiry forgets the cart
+        profile.cart_opened = None
+    day_horizon = t - cfg.activity_days_kept_ms
+    if profile.days and min(profile.days.values()) <= day_horizon:
+        profile.days = {d: ts for d, ts in profile.days.items() if ts > day_horizon}
+    order_horizon = t - cfg.order_window_ms
+    if profile.orders and profile.orders[0][0] <= order_horizon:
+        profile.orders = [o for o in profile.orders if o[0] > order_horizon]
+    if profile.refunds and profile.refunds[0][0] <= order_horizon:
+        profile.refunds = [r for r in profile.refunds if r[0] > order_horizon]
+    intent_horizon = t - cfg.intent_window_ms
+    if profile.intent:
+        last_order = profile.last_order if profile.last_order is not None else -1
+        if any(ts <= intent_horizon or ts <= last_order for ts, _ in profile.intent):
+            profile.intent = [[ts, w] for ts, w in profile.intent if ts > intent_horizon and ts > last_order]
+    seen_horizon = t - cfg.dedup_window_ms
+    if profile.seen and min(profile.seen.values()) <= seen_horizon:
+        profile.seen = {h: ts for h, ts in profile.seen.items() if ts > seen_horizon}

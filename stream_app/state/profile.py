@@ -1,0 +1,33 @@
+"""The per-user profile: one compact record holding every windowed aggregate the catalog needs.
+
+Layout (see docs/state.md). Every time is epoch ms of event time. Lists hold only elements that can
+still matter to some window; `expire` drops the rest, so a profile stays small and bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Profile:
+    t: int = 0  # moment up to which this user's timeline has been evaluated
+    first_seen: int = 0
+    last_event: int = 0  # newest event of any type (dormancy)
+    last_activity: int | None = None  # newest track/page/screen event
+    activated_at: int | None = None  # first activation event
+    days: dict[int, int] = field(default_factory=dict)  # UTC day -> newest activity ts on that day
+    orders: list[list[Any]] = field(default_factory=list)  # [ts, amount, discounted(0/1)]
+    refunds: list[list[Any]] = field(default_factory=list)  # [ts, amount]
+    last_order: int | None = None
+    intent: list[list[Any]] = field(default_factory=list)  # [ts, weight]
+    cart: dict[str, int] = field(default_factory=dict)  # item -> quantity
+    cart_opened: int | None = None
+    cart_last: int | None = None  # newest cart event
+    invite_last: int | None = None
+    nps_high_last: int | None = None
+    seen: dict[int, int] = field(default_factory=dict)  # messageId hash -> event ts (dedup window)
+    pending: list[list[Any]] = field(default_factory=list)  # compact events not yet applied, sorted
+    members: dict[str, str] = field(default_factory=dict)  # segment/family -> member id
+    extra: dict[str, Any] = field(default_factory=dict)  # room for later families without a version bump

@@ -1,0 +1,89 @@
+"""The Faust wiring: declare the app, its topics, the profile table and the agents once.
+
+Topology (docs/architecture.md):
+    clickstream.events ─┐
+                        ├─> agent `segment_events` (batches) ─> PartitionEngine (pure core)
+    <app>.clock-ticks ──┘        │                                   │
+                                 ├─> profiles table (rocksdb:// + changelog)
+                                 └─> segments.transitions, segments.memberships, clickstream.dlq
+    timer `clock_ticks` ─> <app>.clock-ticks (one tick per partition; drives idle clocks and timers)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..segments.config import CatalogConfig
+from ..settings import Settings
+from .pipeline import SegmentationPipeline
+
+log = logging.getLogger(__name__)
+
+
+def catalog_config(settings: Settings) -> CatalogConfig:
+    return CatalogConfig(lateness_ms=settings.lateness_ms, historical_after_ms=settings.historical_after_ms)
+
+
+def build_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_urls,
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee="at_least_once",
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1, settings.session_timeout_s // 4),
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        producer_acks=-1,
+    )
+    source = app.topic(settings.input_topic, settings.ticks_topic, key_serializer="raw", value_serializer="raw")
+    ticks = app.topic(settings.ticks_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
+    profiles = app.Table("profiles", partitions=settings.partitions, key_serializer="raw", value_serializer="raw", default=None)
+    pipeline = SegmentationPipeline(app, settings, profiles, catalog_config(settings))
+    app.segmentation = pipeline  # type: ignore[attr-defined]
+
+    @app.agent(source, name="segment_events")
+    async def segment_events(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+            await pipeline.process(events)
+
+    @app.timer(interval=settings.tick_interval_ms / 1000, name="clock_ticks")
+    async def clock_ticks() -> None:
+        for partition in range(settings.partitions):
+            await ticks.send(key=None, value=b"", partition=partition)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        pipeline.forget_partitions()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        pipeline.forget_partitions()
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    from .topics import ensure_topics
+
+    ensure_topics(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,31 @@
+"""Prometheus metrics. Labels never carry user ids: only event types, reasons, segments, partitions."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter("stream_app_events_consumed_total", "Valid input events consumed, by Segment type", ["type"])
+DEAD_LETTERS = Counter("stream_app_dead_letters_total", "Input messages sent to the dead-letter topic, by reason", ["reason"])
+DUPLICATES = Counter("stream_app_duplicate_events_total", "Events dropped because their messageId was seen within the dedup window")
+LATE_EVENTS = Counter("stream_app_late_events_total", "Events older than their partition clock (applied, transitions not taken back)")
+TRANSITIONS = Counter("stream_app_transitions_total", "Segment transitions emitted", ["segment", "direction"])
+EMIT_LATENCY = Histogram(
+    "stream_app_event_time_to_emit_seconds",
+    "Wall time at emission minus the transition's event time",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+)
+POPULATION = Gauge("stream_app_segment_population", "Users currently in each segment member", ["segment", "member"])
+CONSUMER_LAG = Gauge("stream_app_consumer_lag", "Input messages not yet processed, by partition", ["partition"])
+PARTITION_CLOCK = Gauge("stream_app_partition_clock_seconds", "Event-time clock of each partition (epoch seconds)", ["partition"])
+BATCH_SIZE = Histogram("stream_app_batch_size", "Input records per processed batch", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000))
+DROPPED_DORMANT = Counter("stream_app_dormant_profiles_dropped_total", "Profiles dropped after 400 days without events")
+
+
+def observe_transition(record: dict) -> None:
+    before, after, segment = record["from"], record["to"], record["segment"]
+    direction = "enter" if before is None else "exit" if after is None else "move"
+    TRANSITIONS.labels(segment, direction).inc()
+    if before is not None:
+        POPULATION.labels(segment, before).dec()
+    if after is not None:
+        POPULATION.labels(segment, after).inc()

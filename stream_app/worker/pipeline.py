@@ -1,0 +1,197 @@
+"""Per batch: hand records to each partition's engine, produce its outputs, then persist its state.
+
+Order within a batch (at-least-once, see docs/reliability.md):
+1. transitions, membership snapshots and dead letters are produced and their delivery awaited;
+2. the changed profiles and the partition clock are written to the RocksDB store and its changelog;
+3. Faust commits the input offsets after the batch (events are acked when the batch is done).
+A crash before 2 replays the batch: profiles still lack its messageIds, so it is processed again and
+its transitions carry the same deterministic ids. A crash after 2 finds every messageId already in
+the profile, so nothing is emitted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from typing import Any, Iterator, Sequence
+
+from ..engine import BatchResult, PartitionEngine, RawRecord
+from ..segments.config import CatalogConfig
+from ..settings import Settings
+from ..timeutil import format_timestamp, parse_timestamp
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class PartitionStoreView:
+    """The profile table's RocksDB partition, seen through the engine's small store interface."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+        self.db = table.data._db_for_partition(partition)
+
+    def get(self, key: str) -> bytes | None:
+        return self.db.get(key.encode("utf-8", "surrogatepass"))
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        for key, value in self.table.data._visible_items(self.db):
+            if key.startswith(b"__faust"):
+                continue
+            yield key.decode("utf-8", "surrogatepass"), value
+
+    def write(self, writes: dict[str, bytes | None]) -> None:
+        """One state write per changed user per batch, to the local store and the changelog."""
+        db, table, partition = self.db, self.table, self.partition
+        for key, value in writes.items():
+            raw_key = key.encode("utf-8", "surrogatepass")
+            if value is None:
+                if db.get(raw_key) is not None:
+                    del db[raw_key]
+            else:
+                db[raw_key] = value
+            table.send_changelog(partition, raw_key, value, key_serializer="raw", value_serializer="raw")
+
+
+class SegmentationPipeline:
+    def __init__(self, app: Any, settings: Settings, table: Any, cfg: CatalogConfig) -> None:
+        self.app = app
+        self.settings = settings
+        self.table = table
+        self.cfg = cfg
+        self.engines: dict[int, tuple[PartitionEngine, PartitionStoreView]] = {}
+        self.population: dict[int, Counter] = {}
+        self.last_offset: dict[int, int] = {}
+
+    def forget_partitions(self) -> None:
+        """After a rebalance every engine is rebuilt from the table on first use."""
+        self.engines.clear()
+        self.population.clear()
+        self._publish_population()
+
+    def _engine(self, partition: int) -> tuple[PartitionEngine, PartitionStoreView]:
+        found = self.engines.get(partition)
+        if found is None:
+            view = PartitionStoreView(self.table, partition)
+            engine = PartitionEngine(partition, view, self.cfg, max_event_bytes=self.settings.max_event_bytes)
+            started = time.monotonic()
+            population: Counter = Counter()
+            items = list(view.items())
+            engine.rebuild_schedule(items)
+            from ..state.encoding import decode_profile
+
+            for key, data in items:
+                if not key.startswith("\x00"):
+                    population.update(decode_profile(data).members.items())
+            self.population[partition] = population
+            self._publish_population()
+            log.info("partition %d: schedule rebuilt for %d profiles in %.2f s", partition, len(items), time.monotonic() - started)
+            found = self.engines[partition] = (engine, view)
+        return found
+
+    def _publish_population(self) -> None:
+        total: Counter = Counter()
+        for counter in self.population.values():
+            total.update(counter)
+        for (segment, member), count in total.items():
+            metrics.POPULATION.labels(segment, member).set(count)
+
+    async def process(self, events: Sequence[Any]) -> None:
+        wall = now_ms()
+        records: dict[int, list[RawRecord]] = defaultdict(list)
+        ticked: set[int] = set()
+        ticks_topic = self.settings.ticks_topic
+        for event in events:
+            message = event.message
+            if message.topic == ticks_topic:
+                ticked.add(message.partition)
+            else:
+                records[message.partition].append(RawRecord(message.value or b"", message.topic, message.partition, message.offset))
+        for partition in sorted(set(records) | ticked):
+            engine, view = self._engine(partition)
+            if partition in records:
+                batch = records[partition]
+                metrics.BATCH_SIZE.observe(len(batch))
+                await self._commit_result(partition, view, engine.handle(batch, wall))
+                self.last_offset[partition] = batch[-1].offset
+            if partition in ticked:
+                await self._commit_result(partition, view, engine.tick(now_ms()))
+            metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
+        self._update_lag(set(records))
+
+    async def _commit_result(self, partition: int, view: PartitionStoreView, result: BatchResult) -> None:
+        await self._produce(result)
+        view.write(result.writes)
+        self._observe(partition, result)
+
+    async def _produce(self, result: BatchResult) -> None:
+        producer = self.app.producer
+        settings = self.settings
+        pending = []
+        for record in result.transitions:
+            pending.append(await producer.send(settings.transitions_topic, record["user_id"].encode("utf-8", "surrogatepass"), _json(record), None, None, None))
+        for user_id, snapshot in result.memberships.items():
+            value = None if snapshot is None else _json(snapshot)
+            pending.append(await producer.send(settings.memberships_topic, user_id.encode("utf-8", "surrogatepass"), value, None, None, None))
+        for record, invalid in result.dead_letters:
+            letter = {
+                "reason": invalid.reason.value,
+                "detail": invalid.detail,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "original": base64.b64encode(record.value).decode(),
+                "received_at": format_timestamp(now_ms()),
+            }
+            pending.append(await producer.send(settings.dlq_topic, None, _json(letter), None, None, None))
+        if pending:
+            await asyncio.gather(*pending)
+
+    def _observe(self, partition: int, result: BatchResult) -> None:
+        counts = result.counts
+        for key, value in counts.items():
+            if key.startswith("type:"):
+                metrics.EVENTS_CONSUMED.labels(key[5:]).inc(value)
+        if counts.get("duplicate"):
+            metrics.DUPLICATES.inc(counts["duplicate"])
+        if counts.get("late"):
+            metrics.LATE_EVENTS.inc(counts["late"])
+        if counts.get("dropped_dormant"):
+            metrics.DROPPED_DORMANT.inc(counts["dropped_dormant"])
+        for _record, invalid in result.dead_letters:
+            metrics.DEAD_LETTERS.labels(invalid.reason.value).inc()
+        population = self.population.setdefault(partition, Counter())
+        for record in result.transitions:
+            metrics.observe_transition(record)
+            if record["from"] is not None:
+                population[(record["segment"], record["from"])] -= 1
+            if record["to"] is not None:
+                population[(record["segment"], record["to"])] += 1
+            metrics.EMIT_LATENCY.observe(max(0.0, (parse_timestamp(record["emitted_at"]) - parse_timestamp(record["at"])) / 1000))
+
+    def _update_lag(self, partitions: set[int]) -> None:
+        consumer = getattr(self.app, "consumer", None)
+        if consumer is None:
+            return
+        from faust.types import TP
+
+        for partition in partitions:
+            try:
+                highwater = consumer.highwater(TP(self.settings.input_topic, partition))
+            except Exception:  # highwater is unknown until the first fetch response
+                continue
+            if highwater is not None:
+                metrics.CONSUMER_LAG.labels(str(partition)).set(max(0, highwater - self.last_offset.get(partition, -1) - 1))
