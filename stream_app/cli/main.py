@@ -81,6 +81,32 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _produce(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+
+    from ..settings import Settings
+
+    settings = Settings()
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=20)
+    sent = 0
+    with open(args.input, "rb") as handle:
+        for line in handle:
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            try:
+                doc = json.loads(line)
+                key = (doc.get("userId") or doc.get("anonymousId") or "").encode() or None
+            except (ValueError, AttributeError):
+                key = None  # malformed lines are sent as they are: the worker dead-letters them
+            producer.send(args.topic or settings.input_topic, key=key, value=line)
+            sent += 1
+    producer.flush()
+    producer.close()
+    print(f"produce: {sent} messages -> {args.topic or settings.input_topic} on {settings.bootstrap_servers}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stream-app", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--until", help="advance the clock to this time (ISO-8601 or epoch ms) at the end")
     replay.add_argument("--memberships", help="write each user's final segments to this file")
     replay.set_defaults(func=_replay)
+
+    produce = sub.add_parser("produce", help="send a JSON-lines file to the input topic, keyed by user")
+    produce.add_argument("--input", required=True)
+    produce.add_argument("--topic", help="default: STREAM_APP_INPUT_TOPIC")
+    produce.set_defaults(func=_produce)
 
     gen = sub.add_parser("generate", help="write a seeded synthetic clickstream as JSON lines")
     gen.add_argument("--users", type=int, default=1000)

@@ -78,6 +78,11 @@ class _Batch:
             self.deleted.discard(user_id)
         return profile
 
+    def reset(self, user_id: str) -> Profile:
+        """A dormant profile is forgotten: the user starts again as never seen."""
+        profile = self.profiles[user_id] = Profile()
+        return profile
+
     def delete(self, user_id: str) -> None:
         self.profiles.pop(user_id, None)
         self.deleted.add(user_id)
@@ -144,7 +149,15 @@ class PartitionEngine:
             if event.ts > self.max_event_ts:
                 self.max_event_ts = event.ts
             if event.ts < self.clock:
+                # Older than the clock: first let this user's own timers catch up to the event's time
+                # (so a user whose late events arrive in order is treated as if they were on time),
+                # then apply it.
                 result.counts["late"] += 1
+                changes, dormant = advance(event.user_id, profile, event.ts, cfg)
+                batch.changes.extend(changes)
+                if dormant:
+                    profile = batch.reset(event.user_id)
+                    profile.seen[key] = event.ts
                 batch.changes.extend(apply_late_event(event.user_id, profile, event, cfg))
             else:
                 insort(profile.pending, event.to_compact(), key=lambda row: (row[0], row[1]))

@@ -12,6 +12,8 @@ Topology (docs/architecture.md):
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -22,6 +24,7 @@ from ..settings import Settings
 from .pipeline import SegmentationPipeline
 
 log = logging.getLogger(__name__)
+CLEAN_STOP_MARKER = "CLEAN_STOP"
 
 
 def catalog_config(settings: Settings) -> CatalogConfig:
@@ -36,7 +39,7 @@ def build_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        processing_guarantee="at_least_once",
+        processing_guarantee="exactly_once",
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1, settings.session_timeout_s // 4),
@@ -49,8 +52,7 @@ def build_app(settings: Settings) -> faust.App:
         producer_acks=-1,
     )
     source = app.topic(settings.input_topic, settings.ticks_topic, key_serializer="raw", value_serializer="raw")
-    ticks = app.topic(settings.ticks_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
-    profiles = app.Table("profiles", partitions=settings.partitions, key_serializer="raw", value_serializer="raw", default=None)
+    profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None)
     pipeline = SegmentationPipeline(app, settings, profiles, catalog_config(settings))
     app.segmentation = pipeline  # type: ignore[attr-defined]
 
@@ -61,8 +63,12 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.timer(interval=settings.tick_interval_ms / 1000, name="clock_ticks")
     async def clock_ticks() -> None:
-        for partition in range(settings.partitions):
-            await ticks.send(key=None, value=b"", partition=partition)
+        # Plain (non-transactional) sends: a tick must become readable even when its partition is idle,
+        # and consuming it is what lets the partition's transaction commit its timer transitions.
+        producer = app.producer
+        for tp in app.consumer.assignment():
+            if tp.topic == settings.input_topic:
+                await producer.send(settings.ticks_topic, None, b"", tp.partition, None, None)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
@@ -79,11 +85,27 @@ def build_app(settings: Settings) -> faust.App:
     return app
 
 
+def _discard_state_after_unclean_stop(settings: Settings, tables: Path) -> None:
+    """The local RocksDB copy can hold writes of a transaction that never committed. After an unclean
+    stop it is discarded, and Faust restores the tables from the read_committed changelog."""
+    marker = settings.data_dir / CLEAN_STOP_MARKER
+    if tables.exists() and any(tables.iterdir()) and not marker.exists():
+        log.warning("the last stop was not clean: discarding local state in %s; it is restored from the changelog", tables)
+        shutil.rmtree(tables)
+    marker.unlink(missing_ok=True)
+
+
 def run_worker(settings: Settings) -> None:
     from .topics import ensure_topics
 
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(message)s")
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)
+    _discard_state_after_unclean_stop(settings, Path(app.conf.tabledir))
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if not app.crashed:
+            (settings.data_dir / CLEAN_STOP_MARKER).write_text("clean\n")

@@ -1,12 +1,12 @@
-"""Per batch: hand records to each partition's engine, produce its outputs, then persist its state.
+"""Per batch: hand records to each partition's engine, produce its outputs and state, then persist locally.
 
-Order within a batch (at-least-once, see docs/reliability.md):
-1. transitions, membership snapshots and dead letters are produced and their delivery awaited;
-2. the changed profiles and the partition clock are written to the RocksDB store and its changelog;
-3. Faust commits the input offsets after the batch (events are acked when the batch is done).
-A crash before 2 replays the batch: profiles still lack its messageIds, so it is processed again and
-its transitions carry the same deterministic ids. A crash after 2 finds every messageId already in
-the profile, so nothing is emitted twice.
+Exactly once (docs/reliability.md): Faust runs with processing_guarantee="exactly_once", which gives
+every input partition a transactional producer (fenced by its transactional id) and commits the input
+offsets inside that transaction at every commit interval. This module sends a batch's transitions,
+membership snapshots, dead letters *and* its changelog records through the transactional producer of
+the partition the batch came from, so outputs, state and offsets become visible together or not at
+all. Readers use read_committed. The local RocksDB copy may run ahead of the last commit; after an
+unclean stop it is discarded and restored from the (read_committed) changelog, see `worker.app`.
 """
 
 from __future__ import annotations
@@ -53,9 +53,12 @@ class PartitionStoreView:
                 continue
             yield key.decode("utf-8", "surrogatepass"), value
 
-    def write(self, writes: dict[str, bytes | None]) -> None:
-        """One state write per changed user per batch, to the local store and the changelog."""
-        db, table, partition = self.db, self.table, self.partition
+    def changelog_topic(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
+    def write_local(self, writes: dict[str, bytes | None], changelog_offset: int | None) -> None:
+        """Apply one batch's profile writes to the local RocksDB partition, after the changelog has them."""
+        db = self.db
         for key, value in writes.items():
             raw_key = key.encode("utf-8", "surrogatepass")
             if value is None:
@@ -63,7 +66,10 @@ class PartitionStoreView:
                     del db[raw_key]
             else:
                 db[raw_key] = value
-            table.send_changelog(partition, raw_key, value, key_serializer="raw", value_serializer="raw")
+        if changelog_offset is not None:
+            from faust.types import TP
+
+            self.table.data.set_persisted_offset(TP(self.changelog_topic(), self.partition), changelog_offset)
 
 
 class SegmentationPipeline:
@@ -125,27 +131,37 @@ class SegmentationPipeline:
             if partition in records:
                 batch = records[partition]
                 metrics.BATCH_SIZE.observe(len(batch))
-                await self._commit_result(partition, view, engine.handle(batch, wall))
+                await self._commit_result(partition, self.settings.input_topic, view, engine.handle(batch, wall))
                 self.last_offset[partition] = batch[-1].offset
             if partition in ticked:
-                await self._commit_result(partition, view, engine.tick(now_ms()))
+                await self._commit_result(partition, ticks_topic, view, engine.tick(now_ms()))
             metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
         self._update_lag(set(records))
 
-    async def _commit_result(self, partition: int, view: PartitionStoreView, result: BatchResult) -> None:
-        await self._produce(result)
-        view.write(result.writes)
+    async def _commit_result(self, partition: int, source_topic: str, view: PartitionStoreView, result: BatchResult) -> None:
+        changelog_offset = await self._produce(partition, source_topic, view, result)
+        view.write_local(result.writes, changelog_offset)
         self._observe(partition, result)
 
-    async def _produce(self, result: BatchResult) -> None:
+    def _transactional_id(self, topic: str, partition: int) -> str:
+        group = self.app.assignor.group_for_topic(topic)
+        return f"{self.app.conf.id}-{group}-{partition}"
+
+    async def _produce(self, partition: int, source_topic: str, view: PartitionStoreView, result: BatchResult) -> int | None:
+        """Send a batch's outputs and its changelog records in the source partition's transaction and
+        wait until Kafka has them. Returns the highest changelog offset written."""
         producer = self.app.producer
         settings = self.settings
-        pending = []
+        tid = self._transactional_id(source_topic, partition)
+        sends = []
+
+        async def send(topic: str, key: bytes | None, value: bytes | None, to_partition: int | None = None) -> None:
+            sends.append(await producer.send(topic, key, value, to_partition, None, None, transactional_id=tid))
+
         for record in result.transitions:
-            pending.append(await producer.send(settings.transitions_topic, record["user_id"].encode("utf-8", "surrogatepass"), _json(record), None, None, None))
+            await send(settings.transitions_topic, record["user_id"].encode("utf-8", "surrogatepass"), _json(record))
         for user_id, snapshot in result.memberships.items():
-            value = None if snapshot is None else _json(snapshot)
-            pending.append(await producer.send(settings.memberships_topic, user_id.encode("utf-8", "surrogatepass"), value, None, None, None))
+            await send(settings.memberships_topic, user_id.encode("utf-8", "surrogatepass"), None if snapshot is None else _json(snapshot))
         for record, invalid in result.dead_letters:
             letter = {
                 "reason": invalid.reason.value,
@@ -156,9 +172,13 @@ class SegmentationPipeline:
                 "original": base64.b64encode(record.value).decode(),
                 "received_at": format_timestamp(now_ms()),
             }
-            pending.append(await producer.send(settings.dlq_topic, None, _json(letter), None, None, None))
-        if pending:
-            await asyncio.gather(*pending)
+            await send(settings.dlq_topic, None, _json(letter))
+        outputs = len(sends)
+        changelog = view.changelog_topic()
+        for key, value in result.writes.items():
+            await send(changelog, key.encode("utf-8", "surrogatepass"), value, partition)
+        metadata = await asyncio.gather(*sends)
+        return max((m.offset for m in metadata[outputs:]), default=None)
 
     def _observe(self, partition: int, result: BatchResult) -> None:
         counts = result.counts

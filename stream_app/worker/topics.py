@@ -36,7 +36,7 @@ def ensure_topics(settings: Settings) -> None:
                 pass
             log.info("created topics: %s", ", ".join(t.name for t in missing))
         described = admin.describe_topics([settings.input_topic, settings.ticks_topic])
-        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        counts = {(d.get("name") or d.get("topic")): len(d["partitions"]) for d in described}
         if counts.get(settings.input_topic) != settings.partitions:
             raise SystemExit(
                 f"topic {settings.input_topic} has {counts.get(settings.input_topic)} partitions but "
