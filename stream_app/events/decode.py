@@ -95,7 +95,7 @@ def _parse_bytes(raw: bytes) -> Any:
     if not raw:
         raise InvalidEvent(DeadLetterReason.UNDECODABLE, "empty message; send a JSON or msgpack object")
     first = raw.lstrip()[:1]
-    if first == b"{":
+    if first in (b"{", b"["):
         try:
             return json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -107,7 +107,7 @@ def _parse_bytes(raw: bytes) -> Any:
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise InvalidEvent(
             DeadLetterReason.UNDECODABLE,
-            f"neither JSON (must start with '{{') nor msgpack ({type(exc).__name__}: {str(exc)[:120]})",
+            f"neither JSON (must start with '{{' or '[') nor msgpack ({type(exc).__name__}: {str(exc)[:120]})",
         ) from None
 
 

@@ -1,0 +1,156 @@
+"""Shared test helpers: build Segment events, run a worker process, read topics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from stream_app.broker.local_kafka import free_port
+from stream_app.timeutil import format_timestamp
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def track(user: str, name: str, ts: int, mid: str | None = None, **props: Any) -> dict[str, Any]:
+    return {"type": "track", "event": name, "userId": user, "messageId": mid or uuid.uuid4().hex,
+            "timestamp": format_timestamp(ts), "properties": props}
+
+
+def page(user: str, name: str, ts: int, mid: str | None = None, **props: Any) -> dict[str, Any]:
+    return {"type": "page", "name": name, "userId": user, "messageId": mid or uuid.uuid4().hex,
+            "timestamp": format_timestamp(ts), "properties": props}
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event).encode()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Names:
+    """Unique topic and app names for one test, so tests never share state on the broker."""
+
+    def __init__(self, bootstrap: str, partitions: int = 3) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.bootstrap = bootstrap
+        self.partitions = partitions
+        self.app_id = f"t-{tag}"
+        self.input = f"in-{tag}"
+        self.transitions = f"tr-{tag}"
+        self.memberships = f"mem-{tag}"
+        self.dlq = f"dlq-{tag}"
+
+    def env(self, data_dir: Path, web_port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, STREAM_APP_ID=self.app_id, STREAM_APP_INPUT_TOPIC=self.input,
+            STREAM_APP_TRANSITIONS_TOPIC=self.transitions, STREAM_APP_MEMBERSHIPS_TOPIC=self.memberships,
+            STREAM_APP_DLQ_TOPIC=self.dlq, STREAM_APP_PARTITIONS=str(self.partitions), STREAM_APP_DATA_DIR=str(data_dir),
+            STREAM_APP_WEB_PORT=str(web_port), STREAM_APP_SESSION_TIMEOUT_S="6", STREAM_APP_LOG_LEVEL="info",
+        )
+        return env
+
+    def settings(self):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        from stream_app.settings import Settings
+
+        return replace(Settings(), bootstrap_servers=self.bootstrap, app_id=self.app_id, input_topic=self.input,
+                       transitions_topic=self.transitions, memberships_topic=self.memberships, dlq_topic=self.dlq,
+                       partitions=self.partitions)
+
+    def create_topics(self) -> None:
+        from stream_app.worker.topics import ensure_topics
+
+        ensure_topics(self.settings())
+
+
+class WorkerProcess:
+    """`stream-app worker` as a real process."""
+
+    def __init__(self, names: Names, data_dir: Path) -> None:
+        self.names = names
+        self.data_dir = data_dir
+        self.web_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-worker-{int(time.time() * 1000)}.log"
+
+    def start(self) -> "WorkerProcess":
+        self.web_port = free_port()
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-worker-{int(time.time() * 1000)}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "worker"], env=self.names.env(self.data_dir, self.web_port),
+            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+        )
+        return self
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=2) as response:
+            return response.read().decode()
+
+    def metric_value(self, name: str, labels: str = "") -> float:
+        prefix = f"{name}{{{labels}}}" if labels else name
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(prefix + " ") or (not labels and line.startswith(name + "{")):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def assert_alive(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, f"worker exited with {self.proc and self.proc.returncode}:\n{self.log()[-4000:]}"
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            raise AssertionError(f"worker did not stop within {timeout} s:\n{self.log()[-3000:]}")
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def read_all(bootstrap: str, topic: str, idle_ms: int = 2000) -> list[Any]:
+    """Every committed record of a topic, values decoded from JSON (None for tombstones)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+                             isolation_level="read_committed", consumer_timeout_ms=idle_ms)
+    rows = [None if m.value is None else json.loads(m.value) for m in consumer]
+    consumer.close()
+    return rows

@@ -1,0 +1,91 @@
+import json
+import math
+import time
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_app.events import DeadLetterReason, InvalidEvent, decode_event
+
+NOW = int(time.time() * 1000)
+
+
+def body(**overrides):
+    doc = {"type": "track", "event": "Order Completed", "messageId": "m-1", "userId": "u-1",
+           "timestamp": "2026-11-28T10:00:00.250Z", "properties": {"revenue": 12.5, "coupon": "X", "junk": [1, 2]}}
+    doc.update(overrides)
+    return doc
+
+
+def reason_of(raw: bytes) -> DeadLetterReason:
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(raw, NOW)
+    assert info.value.detail, "every dead letter says what was wrong"
+    return info.value.reason
+
+
+def test_json_track_is_normalized():
+    event = decode_event(json.dumps(body()).encode(), NOW)
+    assert (event.user_id, event.type, event.name, event.message_id) == ("u-1", "track", "Order Completed", "m-1")
+    assert event.ts == 1795860000250
+    assert event.props == {"revenue": 12.5, "coupon": "X"}  # only the properties the catalog reads
+
+
+def test_msgpack_and_epoch_millis_and_anonymous_id():
+    doc = body(timestamp=1795860000250, userId=None, anonymousId="anon-7")
+    event = decode_event(msgpack.packb(doc), NOW)
+    assert event.user_id == "anon-7" and event.ts == 1795860000250
+
+
+def test_page_name_is_the_event_name():
+    event = decode_event(json.dumps({"type": "page", "name": "Pricing", "messageId": "p", "userId": "u", "timestamp": 5}).encode(), NOW)
+    assert (event.type, event.name, event.is_activity) == ("page", "Pricing", True)
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"", DeadLetterReason.UNDECODABLE),
+        (b"\xff\xfe\x00garbage", DeadLetterReason.UNDECODABLE),
+        (b"\x93\x01", DeadLetterReason.UNDECODABLE),  # truncated msgpack
+        (b'{"type": "track", "event": "\xff"}', DeadLetterReason.UNDECODABLE),  # invalid UTF-8
+        (b'{"type": "track",', DeadLetterReason.UNDECODABLE),
+        (json.dumps(body(userId=None)).encode(), DeadLetterReason.MISSING_USER_ID),
+        (json.dumps(body(userId="")).encode(), DeadLetterReason.MISSING_USER_ID),
+        (json.dumps(body(event=42)).encode(), DeadLetterReason.SCHEMA_VIOLATION),
+        (json.dumps(body(type="purchase")).encode(), DeadLetterReason.SCHEMA_VIOLATION),
+        (json.dumps({k: v for k, v in body().items() if k != "messageId"}).encode(), DeadLetterReason.SCHEMA_VIOLATION),
+        (json.dumps(body(properties={"revenue": "lots"})).encode(), DeadLetterReason.SCHEMA_VIOLATION),
+        (msgpack.packb(body(properties={"revenue": math.nan})), DeadLetterReason.SCHEMA_VIOLATION),
+        (msgpack.packb(body(properties={"revenue": math.inf})), DeadLetterReason.SCHEMA_VIOLATION),
+        (json.dumps([1, 2, 3]).encode(), DeadLetterReason.SCHEMA_VIOLATION),
+        (json.dumps(body(timestamp="yesterday at noon")).encode(), DeadLetterReason.BAD_TIMESTAMP),
+        (json.dumps(body(timestamp="2999-01-01T00:00:00Z")).encode(), DeadLetterReason.FUTURE_TIMESTAMP),
+        (json.dumps(body(properties={"pad": "x" * 40_000})).encode(), DeadLetterReason.OVERSIZE),
+    ],
+)
+def test_invalid_messages_name_their_reason(raw, reason):
+    assert reason_of(raw) == reason
+
+
+def test_deeply_nested_input_is_a_dead_letter_not_a_crash():
+    nested = b"[" * 100_000 + b"]" * 100_000
+    assert reason_of(b"{\"a\":" + nested + b"}") in (DeadLetterReason.UNDECODABLE, DeadLetterReason.OVERSIZE)
+    packed = msgpack.packb(body(properties={"deep": [[[[[[[[[[1]]]]]]]]]]}))
+    assert decode_event(packed, NOW).props == {}
+
+
+def test_a_timestamp_just_under_24h_ahead_is_accepted():
+    ahead = NOW + 24 * 3600 * 1000 - 1000
+    assert decode_event(json.dumps(body(timestamp=ahead)).encode(), NOW).ts == ahead
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_but_invalid_event(raw):
+    try:
+        decode_event(raw, NOW)
+    except InvalidEvent:
+        pass
