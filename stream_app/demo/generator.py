@@ -118,9 +118,14 @@ def user_events(rng: random.Random, user_id: str, start_ms: int, span_ms: int) -
             _browse(s, rng.randint(0, 2))
             _buy(s)
     elif persona == "loyal":
-        days = max(1, span_ms // DAY_MS)
-        for day in sorted(rng.sample(range(int(days)), k=min(int(days), rng.randint(5, 9)))):
-            s = session(start_ms + day * DAY_MS + rng.randint(7, 21) * HOUR_MS)
+        days = int(span_ms // DAY_MS)
+        if days >= 2:
+            starts = [start_ms + day * DAY_MS + rng.randint(7, 20) * HOUR_MS
+                      for day in sorted(rng.sample(range(days), k=min(days, rng.randint(5, 9))))]
+        else:  # a short span: sessions spread over it
+            starts = sorted(at_random(0.0, 0.9) for _ in range(rng.randint(3, 6)))
+        for begin in starts:
+            s = session(begin)
             s.track(rng.choice(("Signed In", "Application Opened")))
             _browse(s, rng.randint(0, 2))
             if rng.random() < 0.45:

@@ -29,3 +29,4 @@ def observe_transition(record: dict) -> None:
         POPULATION.labels(segment, before).dec()
     if after is not None:
         POPULATION.labels(segment, after).inc()
+CLOCK_TICKS = Counter("stream_app_clock_ticks_total", "Wall-clock ticks processed (they drive idle partitions' clocks and timers)")

@@ -134,6 +134,8 @@ class SegmentationPipeline:
                 await self._commit_result(partition, self.settings.input_topic, view, engine.handle(batch, wall))
                 self.last_offset[partition] = batch[-1].offset
             if partition in ticked:
+                metrics.CLOCK_TICKS.inc()
+                log.debug("tick p%d clock=%d due=%s", partition, engine.clock, engine.next_due())
                 await self._commit_result(partition, ticks_topic, view, engine.tick(now_ms()))
             metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
         self._update_lag(set(records))
