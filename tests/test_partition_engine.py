@@ -144,3 +144,12 @@ def test_out_of_order_within_the_allowance_and_any_batching_give_the_same_transi
     shuffled = _shuffle_within_allowance(events, random.Random(seed))
     assert _run_in_batches(shuffled, batches, until) == in_order
     assert in_order, "the generated history produces transitions"
+
+
+def test_a_partition_with_a_backlog_is_busy_not_idle():
+    store = InMemoryStore()
+    eng = engine(store)
+    feed(eng, store, [track("u", "Product Added", T0, product_id="p")], wall=T0 + 1000)
+    before = eng.clock
+    assert eng.tick(T0 + 3600_000, caught_up=False).transitions == []
+    assert eng.clock == before  # the unprocessed input decides the clock, not the wall clock

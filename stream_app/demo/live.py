@@ -20,7 +20,9 @@ def live_events(seed: int, live_start_ms: int, speed: float, sessions_per_minute
     rng = random.Random(seed + 1)
     heap: list[tuple[int, str, dict[str, Any]]] = []
     wall_start = time.monotonic()
-    next_minute = live_start_ms
+    # Sessions already under way at the start (begun up to 20 minutes before it) give every partition
+    # steady traffic from the first second.
+    next_minute = live_start_ms - 20 * MINUTE_MS
     user_no = 0
     while True:
         now_event = live_start_ms + int((time.monotonic() - wall_start) * 1000 * speed)

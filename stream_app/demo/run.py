@@ -38,7 +38,7 @@ def _start_local_broker(root: Path) -> tuple[object, str]:
     return broker, broker.bootstrap
 
 
-def _produce(settings: Settings, stop: threading.Event, seed: int) -> None:
+def _produce(settings: Settings, stop: threading.Event, backfilled: threading.Event, seed: int) -> None:
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5)
@@ -47,6 +47,7 @@ def _produce(settings: Settings, stop: threading.Event, seed: int) -> None:
     for event in history:
         producer.send(settings.input_topic, key=event["userId"].encode(), value=json.dumps(as_wire(event)).encode())
     producer.flush()
+    backfilled.set()
     _print(f"demo: backfilled {len(history)} events of 10 days of history; now live, event time runs {SPEED:.0f}x faster than the wall clock")
     sent = 0
     for event in live_events(seed, live_start, SPEED):
@@ -101,10 +102,17 @@ def run_demo(seed: int = 7) -> int:
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, STREAM_APP_DATA_DIR=str(settings.data_dir),
                STREAM_APP_HISTORICAL_AFTER_MS=str(settings.historical_after_ms))
     log_path = root / "worker.log"
-    producer_thread = threading.Thread(target=_produce, args=(settings, stop, seed), daemon=True)
+    backfilled = threading.Event()
+    producer_thread = threading.Thread(target=_produce, args=(settings, stop, backfilled, seed), daemon=True)
     follower = threading.Thread(target=_follow, args=(settings, stop), daemon=True)
     follower.start()
     producer_thread.start()
+    # The worker starts once every partition has input: a partition that is empty and idle for longer
+    # than the lateness allowance would (rightly) move its clock to the wall clock, ahead of the demo's
+    # compressed event time.
+    if not backfilled.wait(120):
+        _print("demo: the synthetic backfill did not reach Kafka within 120 s")
+        return 1
     worker = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env,
                               stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     _print(f"demo: worker started (log: {log_path}, metrics: http://{settings.web_host}:{settings.web_port}/metrics)")

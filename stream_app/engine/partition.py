@@ -170,9 +170,12 @@ class PartitionEngine:
         self._advance(batch, result)
         return self._finish(batch, result, wall_ms)
 
-    def tick(self, wall_ms: int) -> BatchResult:
-        """Wall-clock progress: an idle partition's clock follows the wall clock minus the allowance."""
-        if self.last_arrival_wall is None:
+    def tick(self, wall_ms: int, caught_up: bool = True) -> BatchResult:
+        """Wall-clock progress: an idle partition's clock follows the wall clock minus the allowance.
+
+        A partition with unprocessed input (`caught_up` false, e.g. a backlog after a restart) is busy,
+        not idle: letting its clock jump to the wall clock would make the whole backlog late."""
+        if self.last_arrival_wall is None or not caught_up:
             self.last_arrival_wall = wall_ms
         if wall_ms - self.last_arrival_wall > self.cfg.lateness_ms:
             self.clock = max(self.clock, wall_ms - self.cfg.lateness_ms)

@@ -136,9 +136,9 @@ class SegmentationPipeline:
             if partition in ticked:
                 metrics.CLOCK_TICKS.inc()
                 log.debug("tick p%d clock=%d due=%s", partition, engine.clock, engine.next_due())
-                await self._commit_result(partition, ticks_topic, view, engine.tick(now_ms()))
+                await self._commit_result(partition, ticks_topic, view, engine.tick(now_ms(), self._caught_up(partition)))
             metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
-        self._update_lag(set(records))
+        self._update_lag(set(records) | ticked)
 
     async def _commit_result(self, partition: int, source_topic: str, view: PartitionStoreView, result: BatchResult) -> None:
         changelog_offset = await self._produce(partition, source_topic, view, result)
@@ -191,6 +191,8 @@ class SegmentationPipeline:
             metrics.DUPLICATES.inc(counts["duplicate"])
         if counts.get("late"):
             metrics.LATE_EVENTS.inc(counts["late"])
+            log.info("partition %d: %d events older than the partition clock (%s) were applied late",
+                     partition, counts["late"], format_timestamp(result.clock))
         if counts.get("dropped_dormant"):
             metrics.DROPPED_DORMANT.inc(counts["dropped_dormant"])
         for _record, invalid in result.dead_letters:
@@ -204,16 +206,30 @@ class SegmentationPipeline:
                 population[(record["segment"], record["to"])] += 1
             metrics.EMIT_LATENCY.observe(max(0.0, (parse_timestamp(record["emitted_at"]) - parse_timestamp(record["at"])) / 1000))
 
-    def _update_lag(self, partitions: set[int]) -> None:
+    def _caught_up(self, partition: int) -> bool:
+        """True when every input record of the partition that Kafka has is processed (lag 0)."""
+        lag = self._lag(partition)
+        return lag is not None and lag <= 0
+
+    def _lag(self, partition: int) -> int | None:
         consumer = getattr(self.app, "consumer", None)
         if consumer is None:
-            return
+            return None
         from faust.types import TP
 
+        tp = TP(self.settings.input_topic, partition)
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # unknown until the first fetch response
+            return None
+        if highwater is None:
+            return None
+        committed = getattr(consumer, "_committed_offset", {}).get(tp) or 0
+        position = max(self.last_offset.get(partition, -1) + 1, committed)
+        return max(0, highwater - position)
+
+    def _update_lag(self, partitions: set[int]) -> None:
         for partition in partitions:
-            try:
-                highwater = consumer.highwater(TP(self.settings.input_topic, partition))
-            except Exception:  # highwater is unknown until the first fetch response
-                continue
-            if highwater is not None:
-                metrics.CONSUMER_LAG.labels(str(partition)).set(max(0, highwater - self.last_offset.get(partition, -1) - 1))
+            lag = self._lag(partition)
+            if lag is not None:
+                metrics.CONSUMER_LAG.labels(str(partition)).set(lag)

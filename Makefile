@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+, Java 17 and Maven present):
+#   make demo   - local Kafka broker + worker + synthetic clickstream, transitions printed live
+#   make test   - the whole test suite against a real local Kafka broker
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test setup kafka-jars worker bench clean
+
+demo: setup
+	$(BIN)/stream-app demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+setup: $(VENV)/.installed kafka-jars
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+kafka-jars: $(VENV)/.installed
+	$(BIN)/stream-app kafka fetch
+
+worker: setup
+	$(BIN)/stream-app worker
+
+clean:
+	rm -rf var .pytest_cache
