@@ -5,15 +5,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test setup kafka-jars worker bench clean
+.PHONY: demo test setup test-servers kafka-jars worker clean
 
 demo: setup
 	$(BIN)/stream-app demo
 
-test: setup
+test: setup test-servers
 	$(BIN)/python -m pytest
 
 setup: $(VENV)/.installed kafka-jars
+
+test-servers:
+	deploy/ensure-prometheus.sh
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version.split()[0]'

@@ -87,6 +87,10 @@ def _produce(args: argparse.Namespace) -> int:
     from ..settings import Settings
 
     settings = Settings()
+    if not args.topic:
+        from ..worker.topics import ensure_topics
+
+        ensure_topics(settings)  # so that the input topic gets the configured partition count
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=20)
     sent = 0
     with open(args.input, "rb") as handle:
