@@ -22,6 +22,15 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not an integer") from None
 
 
+def _optional_int(name: str) -> int | None:
+    return _int(name, 0) if os.environ.get(name) not in (None, "") else None
+
+
+def _path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_LOCAL_BOOTSTRAP))
@@ -35,12 +44,17 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(_env("STREAM_APP_DATA_DIR", "var/worker")))
     web_host: str = field(default_factory=lambda: _env("STREAM_APP_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _int("STREAM_APP_WEB_PORT", 6066))
-    lateness_ms: int = field(default_factory=lambda: _int("STREAM_APP_LATENESS_MS", 5000))
-    historical_after_ms: int = field(default_factory=lambda: _int("STREAM_APP_HISTORICAL_AFTER_MS", 3600_000))
+    segments_file: Path | None = field(default_factory=lambda: _path("STREAM_APP_SEGMENTS_FILE"))
+    model_file: Path | None = field(default_factory=lambda: _path("STREAM_APP_MODEL_FILE"))
+    reload_interval_ms: int = field(default_factory=lambda: _int("STREAM_APP_RELOAD_INTERVAL_MS", 2000))
+    # override the definitions file's time settings when set
+    lateness_ms: int | None = field(default_factory=lambda: _optional_int("STREAM_APP_LATENESS_MS"))
+    historical_after_ms: int | None = field(default_factory=lambda: _optional_int("STREAM_APP_HISTORICAL_AFTER_MS"))
     batch_max: int = field(default_factory=lambda: _int("STREAM_APP_BATCH_MAX", 2000))
     batch_within_ms: int = field(default_factory=lambda: _int("STREAM_APP_BATCH_WITHIN_MS", 50))
     tick_interval_ms: int = field(default_factory=lambda: _int("STREAM_APP_TICK_INTERVAL_MS", 500))
     max_event_bytes: int = field(default_factory=lambda: _int("STREAM_APP_MAX_EVENT_BYTES", 32 * 1024))
+    stop_grace_s: int = field(default_factory=lambda: _int("STREAM_APP_STOP_GRACE_S", 20))
     session_timeout_s: int = field(default_factory=lambda: _int("STREAM_APP_SESSION_TIMEOUT_S", 10))
     log_level: str = field(default_factory=lambda: _env("STREAM_APP_LOG_LEVEL", "info"))
 

@@ -89,13 +89,14 @@ class WorkerProcess:
         self.data_dir = data_dir
         self.web_port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.start_env: dict[str, str] = {}
         self.log_path = data_dir.parent / f"{data_dir.name}-worker-{int(time.time() * 1000)}.log"
 
     def start(self) -> "WorkerProcess":
         self.web_port = free_port()
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-worker-{int(time.time() * 1000)}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker"], env=self.names.env(self.data_dir, self.web_port),
+            [sys.executable, "-m", "stream_app", "worker"], env={**self.names.env(self.data_dir, self.web_port), **self.start_env},
             stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
         )
         return self

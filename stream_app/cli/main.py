@@ -49,9 +49,39 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(seed=args.seed)
 
 
+def _segments(args: argparse.Namespace) -> int:
+    from ..segments.definitions import DEFAULTS_FILE, describe, load_definitions
+
+    path = Path(args.file) if getattr(args, "file", None) else None
+    if path is not None and not path.exists():
+        print(f"error: {path} does not exist", file=sys.stderr)
+        return 2
+    try:
+        config = load_definitions(path)
+    except ValueError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "validate":
+        print(f"valid: {path or DEFAULTS_FILE} (version {config.version})")
+        return 0
+    for segment, rule in describe(config):
+        print(f"{segment:<26} {rule}")
+    return 0
+
+
+def _replay_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ..segments.definitions import load_definitions, with_model
+
+    config = load_definitions(Path(args.segments) if args.segments else None)
+    if args.model:
+        from ..predict.model_file import load_model
+
+        config = with_model(config, load_model(Path(args.model)))
+    return config
+
+
 def _replay(args: argparse.Namespace) -> int:
     from ..replay.run import replay_file
-    from ..segments.config import CatalogConfig
 
     until = None
     if args.until:
@@ -63,7 +93,12 @@ def _replay(args: argparse.Namespace) -> int:
     if not Path(args.input).exists():
         print(f"error: --input {args.input} does not exist", file=sys.stderr)
         return 2
-    return replay_file(Path(args.input), Path(args.output), CatalogConfig(), until, Path(args.memberships) if args.memberships else None)
+    try:
+        config = _replay_config(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return replay_file(Path(args.input), Path(args.output), config, until, Path(args.memberships) if args.memberships else None)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -132,12 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--output", required=True, help="transitions as JSON lines ('-' for stdout)")
     replay.add_argument("--until", help="advance the clock to this time (ISO-8601 or epoch ms) at the end")
     replay.add_argument("--memberships", help="write each user's final segments to this file")
+    replay.add_argument("--segments", help="segment definitions file (default: the shipped defaults)")
+    replay.add_argument("--model", help="fitted predictive model (stream-app fit) for predicted_churn / high_predicted_value")
     replay.set_defaults(func=_replay)
 
     produce = sub.add_parser("produce", help="send a JSON-lines file to the input topic, keyed by user")
     produce.add_argument("--input", required=True)
     produce.add_argument("--topic", help="default: STREAM_APP_INPUT_TOPIC")
     produce.set_defaults(func=_produce)
+
+    segments = sub.add_parser("segments", help="segment definitions: validate a file, list the segments")
+    segments_sub = segments.add_subparsers(dest="action", required=True)
+    validate = segments_sub.add_parser("validate", help="check a definitions file; errors name file:line:column")
+    validate.add_argument("file")
+    validate.set_defaults(func=_segments)
+    listing = segments_sub.add_parser("list", help="the segments and their rules")
+    listing.add_argument("--file", help="definitions file (default: the shipped defaults)")
+    listing.set_defaults(func=_segments)
+
+    from ..predict.fit_command import add_fit_arguments
+
+    add_fit_arguments(sub)
 
     gen = sub.add_parser("generate", help="write a seeded synthetic clickstream as JSON lines")
     gen.add_argument("--users", type=int, default=1000)

@@ -27,13 +27,15 @@ from ..state.encoding import decode_profile, encode_profile
 from ..state.profile import Profile
 from ..timers import DueSchedule
 from ..transitions import Change, memberships_record, to_record
-from .timeline import advance, apply_late_event, next_due
+from .timeline import advance, apply_late_event, next_due, reevaluate
 
 CLOCK_KEY = "\x00partition-clock"
 
 
 class ProfileStore(Protocol):
     def get(self, key: str) -> bytes | None: ...
+
+    def items(self) -> Iterable[tuple[str, bytes]]: ...
 
 
 @dataclass(slots=True)
@@ -191,6 +193,21 @@ class PartitionEngine:
 
     def next_due(self) -> int | None:
         return self.schedule.next_due()
+
+    def reevaluate_all(self, cfg: CatalogConfig, wall_ms: int) -> BatchResult:
+        """New definitions or a new model: decide every stored user again now (cause `definitions`).
+
+        This is the one place that visits every profile of the partition, once per accepted change."""
+        self.cfg = cfg
+        result = BatchResult()
+        batch = _Batch(self.store)
+        users = [key for key, _ in self.store.items() if key != CLOCK_KEY]
+        for user_id in users:
+            profile = batch.load(user_id)
+            batch.changes.extend(reevaluate(user_id, profile, cfg))
+            self.schedule.set(user_id, next_due(profile, cfg))
+        self._advance(batch, result)
+        return self._finish(batch, result, wall_ms)
 
     def _advance(self, batch: _Batch, result: BatchResult) -> None:
         cfg = self.cfg

@@ -60,6 +60,13 @@ def _apply(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> 
     return _diff(user_id, profile, t, cfg, "event", event.message_id)
 
 
+def reevaluate(user_id: str, profile: Profile, cfg: CatalogConfig) -> list[Change]:
+    """Decide the user's memberships again at their current moment under new definitions."""
+    if profile.last_event == 0:
+        return []
+    return _diff(user_id, profile, profile.t, cfg, "definitions", cfg.version)
+
+
 def apply_late_event(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> list[Change]:
     """An event older than the partition clock: applied at once, decided at max(its time, the user's time)."""
     return _apply(user_id, profile, event, cfg)

@@ -1,41 +1,53 @@
-"""The default catalog as one table of rule modules: evaluate every membership at a moment, and find the
+"""The default catalog as one table of rules: evaluate every membership at a moment, and find the
 next moment at which time alone could change one."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from ..state.profile import Profile
-from . import cart, intent, lifecycle
+from . import cart, intent, lifecycle, predicted
 from .config import CatalogConfig
 
-# (segment or family id, rule module). A family module returns a member id; a standalone segment
-# module returns its own id or None.
-RULES = (
-    (lifecycle.FAMILY, lifecycle),
-    (intent.SEGMENT, intent),
-    (cart.SEGMENT, cart),
+
+@dataclass(frozen=True)
+class Rule:
+    """One segment or family. `membership` returns the member id (a family's member, or the segment's
+    own id) or None; `next_change` the earliest moment after profile.t at which time alone may change it."""
+
+    segment: str
+    membership: Callable[[Profile, int, CatalogConfig], str | None]
+    next_change: Callable[[Profile, CatalogConfig], int | None]
+    traits: Callable[[Profile, int, CatalogConfig], dict[str, Any]]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(lifecycle.FAMILY, lifecycle.membership, lifecycle.next_change, lifecycle.traits),
+    Rule(intent.SEGMENT, intent.membership, intent.next_change, intent.traits),
+    Rule(cart.SEGMENT, cart.membership, cart.next_change, cart.traits),
+    Rule(predicted.CHURN, predicted.churn_membership, predicted.churn_next_change, predicted.traits),
+    Rule(predicted.HIGH_VALUE, predicted.value_membership, predicted.value_next_change, predicted.traits),
 )
+_BY_SEGMENT = {rule.segment: rule for rule in RULES}
 
 
 def memberships(profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, str]:
     """Every segment the user is in at ``t``: {segment or family id: member id}."""
     result: dict[str, str] = {}
-    for segment, rule in RULES:
+    for rule in RULES:
         member = rule.membership(profile, t, cfg)
         if member is not None:
-            result[segment] = member
+            result[rule.segment] = member
     return result
 
 
 def next_change(profile: Profile, cfg: CatalogConfig) -> int | None:
     """Earliest moment after ``profile.t`` at which some membership may change without an event."""
-    dues = [d for _, rule in RULES if (d := rule.next_change(profile, cfg)) is not None]
+    dues = [d for rule in RULES if (d := rule.next_change(profile, cfg)) is not None]
     return min(dues) if dues else None
 
 
 def traits(segment: str, profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, Any]:
-    for name, rule in RULES:
-        if name == segment:
-            return rule.traits(profile, t, cfg)
-    return {}
+    rule = _BY_SEGMENT.get(segment)
+    return rule.traits(profile, t, cfg) if rule is not None else {}

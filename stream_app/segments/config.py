@@ -1,12 +1,13 @@
 """Catalog parameters: every window, threshold and weight of the default segments in one place.
 
-The defaults are ../shared/reference/segment-catalog.md. A later step (issue #4) loads them from the
-YAML definitions file; the rules only ever read this object.
+The defaults are ../shared/reference/segment-catalog.md, written out in `segments/defaults.yaml`;
+`segments/definitions.py` loads such a file into this object. The rules only ever read this object.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..timeutil import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 
@@ -47,6 +48,14 @@ class CatalogConfig:
     order_window_ms: int = 365 * DAY_MS
     # activity days kept (engaged: 28 d; churn_risk: 14 + 28 d)
     activity_days_kept_ms: int = 60 * DAY_MS
+
+    # predictive segments (BG/NBD + Gamma-Gamma); active only when a fitted model is loaded
+    predicted_churn_enabled: bool = True
+    predicted_churn_min_orders: int = 2
+    predicted_churn_p_alive_below: float = 0.3
+    high_value_enabled: bool = True
+    high_value_top_share: float = 0.10
+    model: Any = None  # a loaded stream_app.predict PredictiveModel, or None
 
 
 DEFAULT_CONFIG = CatalogConfig()

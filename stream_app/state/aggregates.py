@@ -82,6 +82,7 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
     if name == "Order Completed":
         discounted = 1 if (props.get("coupon") or (props.get("discount") or 0) > 0) else 0
         insort(profile.orders, [ts, _amount(props), discounted])
+        _add_purchase(profile, utc_day(ts), _amount(props))
         profile.last_order = ts if profile.last_order is None else max(profile.last_order, ts)
         profile.cart.clear()
         profile.cart_opened = None
@@ -95,6 +96,32 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
         score = props.get("score")
         if score is not None and score >= cfg.loyal_nps_min_score:
             profile.nps_high_last = ts if profile.nps_high_last is None else max(profile.nps_high_last, ts)
+
+
+def _add_purchase(profile: Profile, day: int, amount: float) -> None:
+    """Whole-history purchase summary, same-day orders merged (the BG/NBD "repeat purchase days").
+
+    Orders arrive in event-time order apart from late ones; a late order on a day between the first
+    and the last purchase day is counted as a new purchase day (the days in between are not kept)."""
+    profile.orders_total += 1
+    first, last = profile.purchase_first_day, profile.purchase_last_day
+    if first is None or last is None:
+        profile.purchase_first_day = profile.purchase_last_day = day
+        profile.purchase_days = 1
+    elif day == first:
+        return  # first-day spend is not part of the repeat spend
+    elif day == last:
+        profile.repeat_spend += amount
+    elif day > last:
+        profile.purchase_days += 1
+        profile.purchase_last_day = day
+        profile.repeat_spend += amount
+    elif day < first:
+        profile.purchase_days += 1
+        profile.purchase_first_day = day
+    else:
+        profile.purchase_days += 1
+        profile.repeat_spend += amount
 
 
 def _apply_cart_event(profile: Profile, event: Event) -> None:

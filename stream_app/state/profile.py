@@ -31,3 +31,9 @@ class Profile:
     pending: list[list[Any]] = field(default_factory=list)  # compact events not yet applied, sorted
     members: dict[str, str] = field(default_factory=dict)  # segment/family -> member id
     extra: dict[str, Any] = field(default_factory=dict)  # room for later families without a version bump
+    # whole-history purchase summary for BG/NBD + Gamma-Gamma (same-day orders merged)
+    orders_total: int = 0
+    purchase_first_day: int | None = None  # UTC day of the first order
+    purchase_last_day: int | None = None
+    purchase_days: int = 0  # distinct purchase days; x = purchase_days - 1
+    repeat_spend: float = 0.0  # spend on purchase days after the first

@@ -44,6 +44,8 @@ def to_record(change: Change, emitted_at_ms: int, historical_after_ms: int, mode
         cause: dict[str, Any] = {"type": "event", "message_id": change.cause_ref}
     elif change.cause_type == "timer":
         cause = {"type": "timer", "due": format_timestamp(int(change.cause_ref))}
+    elif change.cause_type == "definitions":
+        cause = {"type": "definitions", "version": change.cause_ref}
     else:
         cause = {"type": change.cause_type}
     return {

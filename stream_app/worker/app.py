@@ -19,16 +19,13 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..segments.config import CatalogConfig
 from ..settings import Settings
+from .definitions import DefinitionsWatcher
+from .faust_fixes import robust_commit_transactions, start_stop_watchdog
 from .pipeline import SegmentationPipeline
 
 log = logging.getLogger(__name__)
 CLEAN_STOP_MARKER = "CLEAN_STOP"
-
-
-def catalog_config(settings: Settings) -> CatalogConfig:
-    return CatalogConfig(lateness_ms=settings.lateness_ms, historical_after_ms=settings.historical_after_ms)
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -53,7 +50,8 @@ def build_app(settings: Settings) -> faust.App:
     )
     source = app.topic(settings.input_topic, settings.ticks_topic, key_serializer="raw", value_serializer="raw")
     profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None)
-    pipeline = SegmentationPipeline(app, settings, profiles, catalog_config(settings))
+    watcher = DefinitionsWatcher(settings)
+    pipeline = SegmentationPipeline(app, settings, profiles, watcher.config)
     app.segmentation = pipeline  # type: ignore[attr-defined]
 
     @app.agent(source, name="segment_events")
@@ -70,6 +68,12 @@ def build_app(settings: Settings) -> faust.App:
             if tp.topic == settings.input_topic:
                 await producer.send(settings.ticks_topic, None, b"", tp.partition, None, None)
 
+    @app.timer(interval=settings.reload_interval_ms / 1000, name="reload_definitions")
+    async def reload_definitions() -> None:
+        changed = watcher.poll()
+        if changed is not None:
+            pipeline.set_config(changed)
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         pipeline.forget_partitions()
@@ -83,6 +87,16 @@ def build_app(settings: Settings) -> faust.App:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     return app
+
+
+class _Worker(faust.Worker):
+    """faust.Worker with a bounded stop: a watchdog starts with the first stop signal."""
+
+    stop_grace_s = 20
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        start_stop_watchdog(self.stop_grace_s)
+        super()._schedule_shutdown(signal)
 
 
 def _discard_state_after_unclean_stop(settings: Settings, tables: Path) -> None:
@@ -102,8 +116,10 @@ def run_worker(settings: Settings) -> None:
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)
+    robust_commit_transactions(app.producer)
     _discard_state_after_unclean_stop(settings, Path(app.conf.tabledir))
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker = _Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.stop_grace_s = settings.stop_grace_s
     try:
         worker.execute_from_commandline()
     finally:

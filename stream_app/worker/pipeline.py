@@ -81,6 +81,12 @@ class SegmentationPipeline:
         self.engines: dict[int, tuple[PartitionEngine, PartitionStoreView]] = {}
         self.population: dict[int, Counter] = {}
         self.last_offset: dict[int, int] = {}
+        self.reevaluate: set[int] = set()
+
+    def set_config(self, cfg: CatalogConfig) -> None:
+        """New definitions: each partition decides every user again at its next tick, in its transaction."""
+        self.cfg = cfg
+        self.reevaluate = set(self.engines)
 
     def forget_partitions(self) -> None:
         """After a rebalance every engine is rebuilt from the table on first use."""
@@ -133,6 +139,9 @@ class SegmentationPipeline:
                 metrics.BATCH_SIZE.observe(len(batch))
                 await self._commit_result(partition, self.settings.input_topic, view, engine.handle(batch, wall))
                 self.last_offset[partition] = batch[-1].offset
+            if partition in ticked and partition in self.reevaluate:
+                self.reevaluate.discard(partition)
+                await self._commit_result(partition, ticks_topic, view, engine.reevaluate_all(self.cfg, now_ms()))
             if partition in ticked:
                 metrics.CLOCK_TICKS.inc()
                 log.debug("tick p%d clock=%d due=%s", partition, engine.clock, engine.next_due())

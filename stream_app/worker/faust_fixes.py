@@ -1,0 +1,55 @@
+"""Two guards around faust-streaming's exactly-once shutdown (faust-streaming 0.15).
+
+1. At shutdown Faust commits every transactional producer's offsets with `start_new_transaction=False`,
+   and a commit for a producer whose transaction was already ended raises
+   `IllegalOperation: Not in the middle of a transaction` inside the consumer's stop, which then hangs.
+   `robust_commit_transactions` replaces the driver's `commit_transactions` with the same steps
+   (send offsets, commit, begin the next transaction), beginning a transaction first where none is open.
+2. If a stop still does not finish, a watchdog ends the process after a grace period without writing
+   the clean-stop marker, so the next start restores state from the changelog (nothing is lost: every
+   uncommitted transaction is aborted and its input is processed again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+
+def robust_commit_transactions(producer: Any) -> None:
+    async def commit_transactions(tid_to_offset_map: Mapping[str, Mapping[Any, int]], group_id: str,
+                                  start_new_transaction: bool = True) -> None:
+        for transactional_id, offsets in tid_to_offset_map.items():
+            lock = producer._trn_locks.get(transactional_id)
+            transaction_producer = producer._transaction_producers.get(transactional_id)
+            if lock is None or transaction_producer is None:
+                log.warning("commit for unknown transactional id %s skipped", transactional_id)
+                continue
+            async with lock:
+                manager = transaction_producer._txn_manager
+                if manager is not None and not manager.is_in_transaction():
+                    await transaction_producer.begin_transaction()
+                await transaction_producer.send_offsets_to_transaction(offsets, group_id)
+                await transaction_producer.commit_transaction()
+                if start_new_transaction:
+                    await transaction_producer.begin_transaction()
+
+    producer.commit_transactions = commit_transactions
+
+
+def start_stop_watchdog(grace_seconds: float) -> None:
+    """Exit the process if a stop has not finished after ``grace_seconds``."""
+
+    def expire() -> None:
+        log.error("the worker did not stop within %.0f s; exiting now. Local state will be restored from the "
+                  "changelog at the next start; nothing committed is lost", grace_seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(grace_seconds, expire)
+    timer.daemon = True
+    timer.start()

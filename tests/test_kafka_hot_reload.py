@@ -1,0 +1,55 @@
+"""Editing the definitions file under a running worker: a valid change takes effect without a restart,
+an invalid one is rejected with a clear message while the old definitions keep running."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stream_app.segments.definitions import DEFAULTS_FILE
+
+from .helpers import Names, WorkerProcess, encode, page, produce, read_all, track, wait_for
+
+pytestmark = [pytest.mark.kafka]
+
+
+def test_definitions_hot_reload(kafka_bootstrap, tmp_path):
+    names = Names(kafka_bootstrap, partitions=2)
+    names.create_topics()
+    definitions = tmp_path / "segments.yaml"
+    definitions.write_text(DEFAULTS_FILE.read_text())
+    now = int(time.time() * 1000)
+    # intent 2 + 3 = 5: below the default threshold of 6
+    events = [page("reader", "Pricing", now - 60_000), track("reader", "Product Added", now - 59_000, product_id="p")]
+    produce(kafka_bootstrap, names.input, [(e["userId"].encode(), encode(e)) for e in events])
+    worker = WorkerProcess(names, tmp_path / "w")
+    worker.start_env = {"STREAM_APP_SEGMENTS_FILE": str(definitions), "STREAM_APP_RELOAD_INTERVAL_MS": "500"}
+    worker.start()
+    try:
+        wait_for(lambda: _safe(lambda: worker.metric_value("stream_app_events_consumed_total")) == 2, 90, "2 events consumed")
+        first = wait_for(lambda: read_all(kafka_bootstrap, names.transitions), 30, "the lifecycle transition")
+        assert [(r["segment"], r["to"]) for r in first] == [("lifecycle", "new_lead")]
+        old_version = first[0]["model_version"]
+
+        # an invalid edit is rejected; the worker keeps running the old definitions
+        definitions.write_text(DEFAULTS_FILE.read_text().replace("threshold: 6", "threshold: six"))
+        wait_for(lambda: _safe(lambda: worker.metric_value("stream_app_definition_reloads_total", 'result="rejected"')) == 1, 30, "the rejection")
+        assert f"{definitions}:" in worker.log() and "expected a number" in worker.log()
+        worker.assert_alive()
+
+        # a valid edit takes effect without a restart: the reader now has enough intent
+        definitions.write_text(DEFAULTS_FILE.read_text().replace("threshold: 6", "threshold: 5"))
+        rows = wait_for(lambda: [r for r in read_all(kafka_bootstrap, names.transitions) if r["segment"] == "high_intent"], 30, "high_intent after the reload")
+        assert rows[0]["to"] == "high_intent" and rows[0]["cause"]["type"] == "definitions"
+        assert rows[0]["model_version"] != old_version and rows[0]["cause"]["version"] == rows[0]["model_version"]
+        assert worker.metric_value("stream_app_definition_reloads_total", 'result="accepted"') == 1
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except OSError:
+        return None
