@@ -153,12 +153,16 @@ class LocalKafka:
         (self.data_dir / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log_file=self.log_file))
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
-        proc = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)),
-            capture_output=True, text=True,
-        )
-        if proc.returncode != 0:
-            raise BrokerError(f"formatting KRaft storage failed:\n{proc.stdout}\n{proc.stderr}")
+        cluster_id = _cluster_id()
+        for attempt in range(3):  # a JVM that dies at start-up (seen once, with no output) gets another go
+            proc = subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"),
+                capture_output=True, text=True,
+            )
+            if proc.returncode == 0:
+                return
+            time.sleep(1 + attempt)
+        raise BrokerError(f"formatting KRaft storage failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
     def running_pid(self) -> int | None:
         try:
