@@ -4,6 +4,9 @@ ports, or the cluster named by KAFKA_BOOTSTRAP_SERVERS. If it cannot be had, Kaf
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -17,7 +20,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if existing:
         yield existing
         return
-    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
+    # not under pytest's basetemp: another pytest session's clean-up of old basetemps must not delete it
+    data_dir = Path(tempfile.mkdtemp(prefix="stream-app-test-kafka-"))
+    broker = LocalKafka(data_dir, port=free_port(), controller_port=free_port())
     try:
         broker.start()
     except BrokerError as exc:
@@ -26,3 +31,4 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -54,7 +54,7 @@ def test_idle_partition_follows_the_wall_clock_and_fires_timers():
     result = eng.tick(T0 + 31 * MINUTE_MS + CFG.lateness_ms + 1)
     store.write(result.writes)
     # the buffered event is applied once the clock passes it, then the 30-minute timer fires
-    assert [(t["segment"], t["to"], t["cause"]["type"]) for t in result.transitions] == [
+    assert [(t["segment"], t["to"], t["cause"]["type"]) for t in result.transitions if t["segment"] != "engagement"] == [
         ("lifecycle", "new_lead", "event"), ("cart_abandoner", "cart_abandoner", "timer")]
 
 
@@ -92,7 +92,7 @@ def test_a_profile_silent_for_400_days_is_dropped_without_transitions():
     assert "u" not in store
     assert result.memberships == {"u": None}  # a tombstone on the memberships topic
     # the order is applied, the 60-day churn fires; the drop itself emits no transition
-    assert [t["to"] for t in result.transitions] == ["activated", "churned"]
+    assert [t["to"] for t in result.transitions if t["segment"] == "lifecycle"] == ["activated", "churned"]
 
 
 def _events_for(seed: int, users: int = 4, count: int = 60):

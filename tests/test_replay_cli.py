@@ -26,13 +26,14 @@ def test_replay_command_sorts_fires_timers_until_and_reports_bad_lines(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "1 invalid lines skipped" in proc.stderr and "undecodable" in proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    ann = [(r["segment"], r["to"], r["cause"]["type"]) for r in rows if r["user_id"] == "ann"]
+    ann = [(r["segment"], r["to"], r["cause"]["type"]) for r in rows if r["user_id"] == "ann" and r["segment"] != "engagement"]
     assert ann == [("lifecycle", "new_lead", "event"), ("high_intent", "high_intent", "event"), ("cart_abandoner", "cart_abandoner", "timer")]
     cart = [r for r in rows if r["segment"] == "cart_abandoner"]
     assert [r["at"] for r in cart] == [format_timestamp(T0 + 30 * MINUTE_MS)]
     final = {r["user_id"]: r["segments"] for r in map(json.loads, members.read_text().splitlines())}
-    assert final == {"ann": {"lifecycle": "new_lead", "high_intent": "high_intent", "cart_abandoner": "cart_abandoner"},
-                     "bob": {"lifecycle": "activated"}}
+    assert final == {"ann": {"lifecycle": "new_lead", "high_intent": "high_intent", "cart_abandoner": "cart_abandoner",
+                             "engagement": "inactive"},
+                     "bob": {"lifecycle": "activated", "engagement": "moderately_engaged"}}
 
 
 def test_replay_explains_a_missing_input_and_a_bad_until(tmp_path):

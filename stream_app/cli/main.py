@@ -65,7 +65,7 @@ def _segments(args: argparse.Namespace) -> int:
         print(f"valid: {path or DEFAULTS_FILE} (version {config.version})")
         return 0
     for segment, rule in describe(config):
-        print(f"{segment:<26} {rule}")
+        print(f"{segment:<30} {rule}")
     return 0
 
 

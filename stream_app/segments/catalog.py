@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..state.profile import Profile
-from . import cart, intent, lifecycle, predicted
+from . import cart, engagement, intent, lifecycle, predicted, promotions, usage
 from .config import CatalogConfig
 
 
@@ -17,15 +17,21 @@ class Rule:
     own id) or None; `next_change` the earliest moment after profile.t at which time alone may change it."""
 
     segment: str
-    membership: Callable[[Profile, int, CatalogConfig], str | None]
+    membership: Callable[[Profile, int, CatalogConfig], Any]
     next_change: Callable[[Profile, CatalogConfig], int | None]
     traits: Callable[[Profile, int, CatalogConfig], dict[str, Any]]
+    parameterized: bool = False  # membership returns {"<segment>:<parameter>": member, ...}
 
 
 RULES: tuple[Rule, ...] = (
     Rule(lifecycle.FAMILY, lifecycle.membership, lifecycle.next_change, lifecycle.traits),
     Rule(intent.SEGMENT, intent.membership, intent.next_change, intent.traits),
+    Rule(engagement.FAMILY, engagement.membership, engagement.next_change, engagement.traits),
     Rule(cart.SEGMENT, cart.membership, cart.next_change, cart.traits),
+    Rule(promotions.PRICE_SENSITIVE, promotions.price_membership, promotions.price_next_change, promotions.traits),
+    Rule(promotions.PROMO_RESPONSIVE, promotions.promo_membership, promotions.promo_next_change, promotions.traits),
+    Rule(usage.POWER_USER, usage.power_memberships, usage.power_next_change, usage.traits, parameterized=True),
+    Rule(usage.NEARING_LIMIT, usage.limit_membership, usage.no_timer, usage.traits),
     Rule(predicted.CHURN, predicted.churn_membership, predicted.churn_next_change, predicted.traits),
     Rule(predicted.HIGH_VALUE, predicted.value_membership, predicted.value_next_change, predicted.traits),
 )
@@ -37,7 +43,9 @@ def memberships(profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, str]:
     result: dict[str, str] = {}
     for rule in RULES:
         member = rule.membership(profile, t, cfg)
-        if member is not None:
+        if rule.parameterized:
+            result.update(member)
+        elif member is not None:
             result[rule.segment] = member
     return result
 
@@ -49,5 +57,5 @@ def next_change(profile: Profile, cfg: CatalogConfig) -> int | None:
 
 
 def traits(segment: str, profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, Any]:
-    rule = _BY_SEGMENT.get(segment)
+    rule = _BY_SEGMENT.get(segment) or _BY_SEGMENT.get(segment.split(":", 1)[0])
     return rule.traits(profile, t, cfg) if rule is not None else {}

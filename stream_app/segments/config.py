@@ -49,6 +49,27 @@ class CatalogConfig:
     # activity days kept (engaged: 28 d; churn_risk: 14 + 28 d)
     activity_days_kept_ms: int = 60 * DAY_MS
 
+    # engagement tiers: score = sum of weight x 2^(-age / half life)
+    engagement_half_life_ms: int = 14 * DAY_MS
+    engagement_high: float = 20
+    engagement_moderate: float = 3
+    engagement_weights: dict[str, float] = field(default_factory=lambda: {
+        "Email Opened": 1, "Email Link Clicked": 3, "Push Notification Opened": 2, "Application Opened": 2,
+        "Signed In": 2, "page": 0.5, "screen": 0.5, "Feature Used": 2, "Order Completed": 5,
+    })
+
+    # promotions
+    price_sensitive_window_ms: int = 365 * DAY_MS
+    price_sensitive_min_orders: int = 2
+    price_sensitive_min_share: float = 0.5
+    promo_window_ms: int = 90 * DAY_MS
+    promo_order_within_ms: int = 72 * HOUR_MS
+
+    # product usage
+    power_user_window_ms: int = 7 * DAY_MS
+    power_user_min_uses: int = 10
+    usage_limit_ratio: float = 0.8
+
     # predictive segments (BG/NBD + Gamma-Gamma); active only when a fitted model is loaded
     predicted_churn_enabled: bool = True
     predicted_churn_min_orders: int = 2

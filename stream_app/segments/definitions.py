@@ -64,6 +64,26 @@ _SHAPE: dict[str, Any] = {
         "threshold": _Field("intent_threshold", "number"),
         "weights": _Field("intent_weights", "weights"),
     },
+    "engagement": {
+        "half_life": _Field("engagement_half_life_ms", "window"),
+        "highly_engaged": _Field("engagement_high", "number"),
+        "moderately_engaged": _Field("engagement_moderate", "number"),
+        "weights": _Field("engagement_weights", "weights"),
+    },
+    "price_sensitive": {
+        "window": _Field("price_sensitive_window_ms", "window"),
+        "min_orders": _Field("price_sensitive_min_orders", "int"),
+        "min_discounted_share": _Field("price_sensitive_min_share", "share"),
+    },
+    "promo_responsive": {
+        "window": _Field("promo_window_ms", "window"),
+        "order_within": _Field("promo_order_within_ms", "window"),
+    },
+    "power_user": {
+        "window": _Field("power_user_window_ms", "window"),
+        "min_uses": _Field("power_user_min_uses", "int"),
+    },
+    "nearing_usage_limit": {"ratio": _Field("usage_limit_ratio", "share")},
     "cart_abandoner": {
         "abandon_after": _Field("cart_abandon_after_ms", "duration"),
         "expire_after": _Field("cart_expiry_ms", "window"),
@@ -191,6 +211,15 @@ def describe(config: CatalogConfig) -> list[tuple[str, str]]:
         ("lifecycle/activated", "has performed " + (f"Feature Used ({config.activation_feature})" if config.activation_feature else config.activation_event)),
         ("lifecycle/new_lead", "any other user seen"),
         ("high_intent", f"intent score >= {config.intent_threshold:g} over {days(config.intent_window_ms)} since the last order"),
+        ("engagement/highly_engaged", f"decayed score (half-life {days(config.engagement_half_life_ms)}) >= {config.engagement_high:g}"),
+        ("engagement/moderately_engaged", f"{config.engagement_moderate:g} <= score < {config.engagement_high:g}"),
+        ("engagement/inactive", f"score < {config.engagement_moderate:g}, after at least one event"),
+        ("price_sensitive", f">= {config.price_sensitive_min_orders} orders in {days(config.price_sensitive_window_ms)}, "
+                            f">= {config.price_sensitive_min_share:.0%} with a coupon or discount"),
+        ("promo_responsive", f"a Promotion Clicked in {days(config.promo_window_ms)} followed by an order within "
+                             f"{config.promo_order_within_ms / 3600_000:g} h"),
+        ("power_user:<feature>", f"Feature Used with the feature >= {config.power_user_min_uses} times in {days(config.power_user_window_ms)}"),
+        ("nearing_usage_limit", f"latest Usage Reported value / limit >= {config.usage_limit_ratio:g}"),
         ("cart_abandoner", f"cart non-empty {days(config.cart_abandon_after_ms)} after it opened; forgotten {days(config.cart_expiry_ms)} after the last cart event"),
     ]
     if config.predicted_churn_enabled:

@@ -74,6 +74,7 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
     weight = intent_weight(event, cfg)
     if weight:
         insort(profile.intent, [ts, weight])
+    _add_engagement(profile, event, cfg)
 
     if event.type != "track":
         return
@@ -90,12 +91,46 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
         insort(profile.refunds, [ts, _amount(props)])
     elif name in ("Product Added", "Checkout Started", "Product Removed"):
         _apply_cart_event(profile, event)
+    elif name == "Promotion Clicked":
+        insort(profile.promo_clicks, ts)
+    elif name == "Feature Used":
+        feature = props.get("feature")
+        if feature is not None:
+            insort(profile.features.setdefault(str(feature), []), ts)
+    elif name == "Usage Reported":
+        metric, value, limit = props.get("metric"), props.get("value"), props.get("limit")
+        if metric is not None and value is not None and limit is not None:
+            latest = profile.usage.get(str(metric))
+            if latest is None or latest[0] <= ts:
+                profile.usage[str(metric)] = [ts, value, limit]
     elif name == "Invite Sent":
         profile.invite_last = ts if profile.invite_last is None else max(profile.invite_last, ts)
     elif name == "NPS Submitted":
         score = props.get("score")
         if score is not None and score >= cfg.loyal_nps_min_score:
             profile.nps_high_last = ts if profile.nps_high_last is None else max(profile.nps_high_last, ts)
+
+
+def engagement_weight(event: Event, cfg: CatalogConfig) -> float:
+    if event.type in ("page", "screen"):
+        return cfg.engagement_weights.get(event.type, 0.0)
+    if event.type == "track":
+        return cfg.engagement_weights.get(event.name, 0.0)
+    return 0.0
+
+
+def _add_engagement(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
+    """Keep the decayed sum as one number at a reference time: adding an event is O(1), late or not."""
+    weight = engagement_weight(event, cfg)
+    if not weight:
+        return
+    half_life = cfg.engagement_half_life_ms
+    if profile.eng_ref == 0 or event.ts >= profile.eng_ref:
+        decayed = profile.eng_score * 2.0 ** (-(event.ts - profile.eng_ref) / half_life) if profile.eng_ref else 0.0
+        profile.eng_score = decayed + weight
+        profile.eng_ref = event.ts
+    else:
+        profile.eng_score += weight * 2.0 ** (-(profile.eng_ref - event.ts) / half_life)
 
 
 def _add_purchase(profile: Profile, day: int, amount: float) -> None:
@@ -169,6 +204,17 @@ def expire(profile: Profile, t: int, cfg: CatalogConfig) -> None:
         last_order = profile.last_order if profile.last_order is not None else -1
         if any(ts <= intent_horizon or ts <= last_order for ts, _ in profile.intent):
             profile.intent = [[ts, w] for ts, w in profile.intent if ts > intent_horizon and ts > last_order]
+    promo_horizon = t - cfg.promo_window_ms
+    if profile.promo_clicks and profile.promo_clicks[0] <= promo_horizon:
+        profile.promo_clicks = [c for c in profile.promo_clicks if c > promo_horizon]
+    feature_horizon = t - cfg.power_user_window_ms
+    for feature, uses in list(profile.features.items()):
+        if uses and uses[0] <= feature_horizon:
+            kept = [u for u in uses if u > feature_horizon]
+            if kept:
+                profile.features[feature] = kept
+            else:
+                del profile.features[feature]
     seen_horizon = t - cfg.dedup_window_ms
     if profile.seen and min(profile.seen.values()) <= seen_horizon:
         profile.seen = {h: ts for h, ts in profile.seen.items() if ts > seen_horizon}

@@ -36,4 +36,10 @@ class Profile:
     purchase_first_day: int | None = None  # UTC day of the first order
     purchase_last_day: int | None = None
     purchase_days: int = 0  # distinct purchase days; x = purchase_days - 1
-    repeat_spend: float = 0.0  # spend on purchase days after the first
+    repeat_spend: float = 0  # spend on purchase days after the first
+    # engagement: the decayed score at eng_ref (score at t = eng_score * 2^(-(t - eng_ref) / half life))
+    eng_score: float = 0  # an int 0 packs in one byte
+    eng_ref: int = 0
+    promo_clicks: list[int] = field(default_factory=list)  # `Promotion Clicked` times, sorted (90 d)
+    features: dict[str, list[int]] = field(default_factory=dict)  # feature -> `Feature Used` times (7 d)
+    usage: dict[str, list[Any]] = field(default_factory=dict)  # metric -> [ts, value, limit] of the latest report
