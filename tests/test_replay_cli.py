@@ -44,3 +44,10 @@ def test_replay_explains_a_missing_input_and_a_bad_until(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "stream_app", "replay", "--input", str(tmp_path / "e.jsonl"), "--output", "-",
                            "--until", "next tuesday"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "--until" in proc.stderr
+
+
+def test_cluster_ids_never_look_like_options():
+    from stream_app.broker.local_kafka import _cluster_id
+
+    ids = [_cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")] and all(len(i) == 22 for i in ids)

@@ -78,7 +78,12 @@ def port_open(host: str, port: int) -> bool:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id (base64url of a UUID). One that starts with '-' would be read by the storage
+    tool as an option, so those are drawn again."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 SERVER_PROPERTIES = """\
@@ -153,8 +158,8 @@ class LocalKafka:
         (self.data_dir / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log_file=self.log_file))
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
-        cluster_id = _cluster_id()
-        for attempt in range(3):  # a JVM that dies at start-up (seen once, with no output) gets another go
+        for attempt in range(3):
+            cluster_id = _cluster_id()
             proc = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"),
                 capture_output=True, text=True,

@@ -15,6 +15,8 @@ from ..state.aggregates import apply_event, expire
 from ..state.profile import Profile
 from ..transitions import Change
 
+ENGAGED = ("engaged", "loyal_advocate")
+
 
 def next_timer(profile: Profile, cfg: CatalogConfig) -> int | None:
     """Next moment after profile.t at which time alone may change something (including dormancy)."""
@@ -41,6 +43,8 @@ def _diff(user_id: str, profile: Profile, t: int, cfg: CatalogConfig, cause_type
     old = profile.members
     if new == old:
         return []
+    if old.get("lifecycle") in ENGAGED and new.get("lifecycle") not in ENGAGED:
+        profile.engaged_until = t  # remembered for churn_risk ("engaged at some moment in 60 days")
     changes = []
     for segment in sorted(set(old) | set(new)):
         before, after = old.get(segment), new.get(segment)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..state.profile import Profile
-from . import cart, engagement, intent, lifecycle, predicted, promotions, usage
+from . import cart, churn_risk, engagement, intent, lifecycle, predicted, promotions, saas, usage
 from .config import CatalogConfig
 
 
@@ -32,6 +32,9 @@ RULES: tuple[Rule, ...] = (
     Rule(promotions.PROMO_RESPONSIVE, promotions.promo_membership, promotions.promo_next_change, promotions.traits),
     Rule(usage.POWER_USER, usage.power_memberships, usage.power_next_change, usage.traits, parameterized=True),
     Rule(usage.NEARING_LIMIT, usage.limit_membership, usage.no_timer, usage.traits),
+    Rule(saas.TRIAL, saas.trial_membership, saas.trial_next_change, saas.traits),
+    Rule(saas.ONBOARDING, saas.onboarding_membership, saas.onboarding_next_change, saas.traits),
+    Rule(churn_risk.SEGMENT, churn_risk.membership, churn_risk.next_change, churn_risk.traits),
     Rule(predicted.CHURN, predicted.churn_membership, predicted.churn_next_change, predicted.traits),
     Rule(predicted.HIGH_VALUE, predicted.value_membership, predicted.value_next_change, predicted.traits),
 )

@@ -70,6 +70,18 @@ class CatalogConfig:
     power_user_min_uses: int = 10
     usage_limit_ratio: float = 0.8
 
+    # SaaS lifecycle (both off until configured)
+    key_feature: str | None = None  # trial_not_activated: the feature a trial user should use
+    trial_grace_ms: int = 3 * DAY_MS
+    onboarding_last_step: int | None = None  # stuck_in_onboarding
+    onboarding_stall_ms: int = 24 * HOUR_MS
+
+    # churn risk: A = active days in the last 14 d, B = in the 28 d before; at risk when A == 0 or A < B / 4
+    churn_risk_recent_ms: int = 14 * DAY_MS
+    churn_risk_prior_ms: int = 28 * DAY_MS
+    churn_risk_divisor: int = 4
+    churn_risk_engaged_within_ms: int = 60 * DAY_MS
+
     # predictive segments (BG/NBD + Gamma-Gamma); active only when a fitted model is loaded
     predicted_churn_enabled: bool = True
     predicted_churn_min_orders: int = 2

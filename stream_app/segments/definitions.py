@@ -84,6 +84,20 @@ _SHAPE: dict[str, Any] = {
         "min_uses": _Field("power_user_min_uses", "int"),
     },
     "nearing_usage_limit": {"ratio": _Field("usage_limit_ratio", "share")},
+    "trial_not_activated": {
+        "key_feature": _Field("key_feature", "optional_text"),
+        "grace": _Field("trial_grace_ms", "window"),
+    },
+    "stuck_in_onboarding": {
+        "last_step": _Field("onboarding_last_step", "optional_int"),
+        "stall": _Field("onboarding_stall_ms", "window"),
+    },
+    "churn_risk": {
+        "recent_window": _Field("churn_risk_recent_ms", "window"),
+        "prior_window": _Field("churn_risk_prior_ms", "window"),
+        "divisor": _Field("churn_risk_divisor", "int"),
+        "engaged_within": _Field("churn_risk_engaged_within_ms", "window"),
+    },
     "cart_abandoner": {
         "abandon_after": _Field("cart_abandon_after_ms", "duration"),
         "expire_after": _Field("cart_expiry_ms", "window"),
@@ -137,7 +151,9 @@ def _convert(path: str, where: str, field: _Field, node: yaml.Node) -> Any:
         if field.kind == "window" and not 0 < millis <= MAX_WINDOW_MS:
             raise fail("a window between 1ms and 365d")
         return millis
-    if field.kind == "int":
+    if field.kind == "optional_int" and value is None:
+        return None
+    if field.kind in ("int", "optional_int"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise fail("a whole number >= 0")
         return value
@@ -220,6 +236,12 @@ def describe(config: CatalogConfig) -> list[tuple[str, str]]:
                              f"{config.promo_order_within_ms / 3600_000:g} h"),
         ("power_user:<feature>", f"Feature Used with the feature >= {config.power_user_min_uses} times in {days(config.power_user_window_ms)}"),
         ("nearing_usage_limit", f"latest Usage Reported value / limit >= {config.usage_limit_ratio:g}"),
+        ("trial_not_activated", (f"latest trial started > {days(config.trial_grace_ms)} ago, not ended or bought since, "
+                                 f"key feature {config.key_feature!r} never used") if config.key_feature else "off: set trial_not_activated.key_feature"),
+        ("stuck_in_onboarding", (f"highest onboarding step below {config.onboarding_last_step}, no higher step for "
+                                 f"{config.onboarding_stall_ms / 3600_000:g} h") if config.onboarding_last_step else "off: set stuck_in_onboarding.last_step"),
+        ("churn_risk", f"not churned, engaged within {days(config.churn_risk_engaged_within_ms)}, and active days in the last "
+                       f"{days(config.churn_risk_recent_ms)} = 0 or < 1/{config.churn_risk_divisor} of the {days(config.churn_risk_prior_ms)} before"),
         ("cart_abandoner", f"cart non-empty {days(config.cart_abandon_after_ms)} after it opened; forgotten {days(config.cart_expiry_ms)} after the last cart event"),
     ]
     if config.predicted_churn_enabled:

@@ -14,6 +14,7 @@ from ..timeutil import utc_day
 from .profile import Profile
 
 CART_PLACEHOLDER = "\x00checkout"
+MAX_FEATURES_KEPT = 200
 
 
 def intent_weight(event: Event, cfg: CatalogConfig) -> float:
@@ -68,6 +69,9 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
         day = utc_day(ts)
         if profile.days.get(day, -1) < ts:
             profile.days[day] = ts
+        first = profile.days_first.get(day)
+        if first is None or ts < first:
+            profile.days_first[day] = ts
     if is_activation(event, cfg) and (profile.activated_at is None or ts < profile.activated_at):
         profile.activated_at = ts
 
@@ -97,6 +101,19 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
         feature = props.get("feature")
         if feature is not None:
             insort(profile.features.setdefault(str(feature), []), ts)
+            if str(feature) not in profile.features_ever and len(profile.features_ever) < MAX_FEATURES_KEPT:
+                profile.features_ever.append(str(feature))
+    elif name == "Trial Started":
+        profile.trial_started = ts if profile.trial_started is None else max(profile.trial_started, ts)
+    elif name == "Trial Ended":
+        profile.trial_ended = ts if profile.trial_ended is None else max(profile.trial_ended, ts)
+    elif name == "Onboarding Step Completed":
+        step = props.get("step")
+        if step is not None and int(step) > profile.onboarding_step:
+            profile.onboarding_step = int(step)
+            profile.onboarding_step_at = ts
+        elif step is not None and int(step) == profile.onboarding_step and profile.onboarding_step_at is not None:
+            profile.onboarding_step_at = min(profile.onboarding_step_at, ts)
     elif name == "Usage Reported":
         metric, value, limit = props.get("metric"), props.get("value"), props.get("limit")
         if metric is not None and value is not None and limit is not None:
@@ -194,6 +211,7 @@ def expire(profile: Profile, t: int, cfg: CatalogConfig) -> None:
     day_horizon = t - cfg.activity_days_kept_ms
     if profile.days and min(profile.days.values()) <= day_horizon:
         profile.days = {d: ts for d, ts in profile.days.items() if ts > day_horizon}
+        profile.days_first = {d: ts for d, ts in profile.days_first.items() if d in profile.days}
     order_horizon = t - cfg.order_window_ms
     if profile.orders and profile.orders[0][0] <= order_horizon:
         profile.orders = [o for o in profile.orders if o[0] > order_horizon]

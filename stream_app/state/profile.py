@@ -43,3 +43,10 @@ class Profile:
     promo_clicks: list[int] = field(default_factory=list)  # `Promotion Clicked` times, sorted (90 d)
     features: dict[str, list[int]] = field(default_factory=dict)  # feature -> `Feature Used` times (7 d)
     usage: dict[str, list[Any]] = field(default_factory=dict)  # metric -> [ts, value, limit] of the latest report
+    days_first: dict[int, int] = field(default_factory=dict)  # UTC day -> earliest activity ts on that day
+    engaged_until: int | None = None  # when the user last stopped being engaged / loyal_advocate
+    features_ever: list[str] = field(default_factory=list)  # every feature used (trial activation)
+    trial_started: int | None = None  # latest `Trial Started`
+    trial_ended: int | None = None  # latest `Trial Ended`
+    onboarding_step: int = 0  # highest `Onboarding Step Completed` step
+    onboarding_step_at: int | None = None  # when that step was first completed
