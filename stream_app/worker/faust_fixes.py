@@ -53,3 +53,20 @@ def start_stop_watchdog(grace_seconds: float) -> None:
     timer = threading.Timer(grace_seconds, expire)
     timer.daemon = True
     timer.start()
+
+
+async def send_in_one_transaction(producer: Any, transactional_id: str,
+                                  records: list[tuple[str, bytes | None, bytes | None, int | None]]) -> list[Any]:
+    """Send records through a partition's transactional producer so that they all land in the same
+    transaction: Faust's periodic commit takes the same lock, so it cannot commit between them.
+
+    (Sending them one by one through `producer.send(..., transactional_id=...)` releases the lock between
+    records; a commit in between would put a batch's transitions in one transaction and its changelog
+    in the next, and a crash between the two commits would emit those transitions again.)
+    Returns the delivery futures."""
+    lock = producer._trn_locks.get(transactional_id)
+    transactional = producer._transaction_producers.get(transactional_id)
+    if lock is None or transactional is None:
+        raise RuntimeError(f"no transactional producer for {transactional_id}; is the partition still assigned?")
+    async with lock:
+        return [await transactional.send(topic, value, key=key, partition=partition) for topic, key, value, partition in records]

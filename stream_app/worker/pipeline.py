@@ -24,6 +24,7 @@ from ..segments.config import CatalogConfig
 from ..settings import Settings
 from ..timeutil import format_timestamp, parse_timestamp
 from . import metrics
+from .faust_fixes import send_in_one_transaction
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +165,11 @@ class SegmentationPipeline:
         producer = self.app.producer
         settings = self.settings
         tid = self._transactional_id(source_topic, partition)
-        sends = []
-
-        async def send(topic: str, key: bytes | None, value: bytes | None, to_partition: int | None = None) -> None:
-            sends.append(await producer.send(topic, key, value, to_partition, None, None, transactional_id=tid))
-
+        records: list[tuple[str, bytes | None, bytes | None, int | None]] = []
         for record in result.transitions:
-            await send(settings.transitions_topic, record["user_id"].encode("utf-8", "surrogatepass"), _json(record))
+            records.append((settings.transitions_topic, record["user_id"].encode("utf-8", "surrogatepass"), _json(record), None))
         for user_id, snapshot in result.memberships.items():
-            await send(settings.memberships_topic, user_id.encode("utf-8", "surrogatepass"), None if snapshot is None else _json(snapshot))
+            records.append((settings.memberships_topic, user_id.encode("utf-8", "surrogatepass"), None if snapshot is None else _json(snapshot), None))
         for record, invalid in result.dead_letters:
             letter = {
                 "reason": invalid.reason.value,
@@ -183,12 +180,13 @@ class SegmentationPipeline:
                 "original": base64.b64encode(record.value).decode(),
                 "received_at": format_timestamp(now_ms()),
             }
-            await send(settings.dlq_topic, None, _json(letter))
-        outputs = len(sends)
+            records.append((settings.dlq_topic, None, _json(letter), None))
+        outputs = len(records)
         changelog = view.changelog_topic()
         for key, value in result.writes.items():
-            await send(changelog, key.encode("utf-8", "surrogatepass"), value, partition)
-        metadata = await asyncio.gather(*sends)
+            records.append((changelog, key.encode("utf-8", "surrogatepass"), value, partition))
+        futures = await send_in_one_transaction(producer, tid, records)
+        metadata = await asyncio.gather(*futures)
         return max((m.offset for m in metadata[outputs:]), default=None)
 
     def _observe(self, partition: int, result: BatchResult) -> None:

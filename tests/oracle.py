@@ -1,0 +1,164 @@
+"""A deliberately simple batch recomputation of the catalog, straight from its text.
+
+It shares no aggregation code with the streaming path: it looks at a user's whole history (a list of
+Segment events as dicts) at a moment t and answers "which segments is the user in at t?". Slow and
+obvious on purpose.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+DAY = 86_400_000
+HOUR = 3_600_000
+MINUTE = 60_000
+
+
+def _ts(event: dict[str, Any]) -> int:
+    value = event["timestamp"]
+    if isinstance(value, int):
+        return value
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _name(event: dict[str, Any]) -> str:
+    return event.get("event") if event["type"] == "track" else (event.get("name") or "")
+
+
+def _props(event: dict[str, Any]) -> dict[str, Any]:
+    return event.get("properties") or {}
+
+
+def _within(ts: int, t: int, window: int) -> bool:
+    return t - window < ts <= t
+
+
+def _date(ts: int) -> int:
+    return ts // DAY
+
+
+def memberships(history: list[dict[str, Any]], t: int, key_feature: str | None = None, last_step: int | None = None) -> dict[str, str]:
+    events = sorted((e for e in history if _ts(e) <= t), key=lambda e: (_ts(e), e["messageId"]))
+    if not events:
+        return {}
+    result: dict[str, str] = {}
+    activity = [e for e in events if e["type"] in ("track", "page", "screen")]
+    tracks = [e for e in events if e["type"] == "track"]
+
+    def named(name: str) -> list[dict[str, Any]]:
+        return [e for e in tracks if e["event"] == name]
+
+    orders = named("Order Completed")
+
+    # lifecycle
+    activated = bool(orders)
+    active_dates_28 = {_date(_ts(e)) for e in activity if _within(_ts(e), t, 28 * DAY)}
+    engaged = activated and len(active_dates_28) >= 4
+    if not activated:
+        life = "new_lead"
+    elif not any(_within(_ts(e), t, 60 * DAY) for e in activity):
+        life = "churned"
+    elif engaged and (
+        sum(1 for o in orders if _within(_ts(o), t, 365 * DAY)) >= 3
+        or any(_within(_ts(e), t, 90 * DAY) for e in named("Invite Sent"))
+        or any(_within(_ts(e), t, 180 * DAY) and (_props(e).get("score") or 0) >= 9 for e in named("NPS Submitted"))
+    ):
+        life = "loyal_advocate"
+    elif engaged:
+        life = "engaged"
+    else:
+        life = "activated"
+    result["lifecycle"] = life
+
+    # high intent
+    last_order = max((_ts(o) for o in orders), default=None)
+    score = 0.0
+    for e in events:
+        ts = _ts(e)
+        if not _within(ts, t, 7 * DAY) or (last_order is not None and ts <= last_order):
+            continue
+        name, props = _name(e), _props(e)
+        if e["type"] == "page" and (name == "Pricing" or "/pricing" in str(props.get("path") or "")):
+            score += 2
+        elif e["type"] == "track":
+            score += {"Product Added": 3, "Checkout Started": 4, "Product Viewed": 0.5}.get(name, 0)
+            if name == "Content Downloaded" and props.get("category") == "buying_guide":
+                score += 2
+    if score >= 6:
+        result["high_intent"] = "high_intent"
+
+    # cart: replay the cart events in order, forgetting the cart 7 days after the last cart event
+    cart: dict[str, int] = {}
+    opened = last_cart = None
+    for e in events:
+        ts = _ts(e)
+        if cart and last_cart is not None and ts >= last_cart + 7 * DAY:
+            cart, opened = {}, None
+        if e["type"] != "track":
+            continue
+        name, props = e["event"], _props(e)
+        if name == "Order Completed":
+            cart, opened = {}, None
+            continue
+        if name not in ("Product Added", "Product Removed", "Checkout Started"):
+            continue
+        was_empty = not cart
+        last_cart = ts
+        item = props.get("product_id", props.get("sku"))
+        item = str(item) if item is not None else "own:" + e["messageId"]
+        quantity = props.get("quantity", 1)
+        if name == "Product Added" and quantity > 0:
+            cart[item] = cart.get(item, 0) + quantity
+        elif name == "Checkout Started" and was_empty:
+            cart["placeholder"] = 1
+        elif name == "Product Removed" and item in cart:
+            cart[item] -= quantity
+            if cart[item] <= 0:
+                del cart[item]
+        if was_empty and cart:
+            opened = ts
+        if not cart:
+            opened = None
+    if cart and last_cart is not None and t >= last_cart + 7 * DAY:
+        cart, opened = {}, None
+    if cart and opened is not None and t >= opened + 30 * MINUTE:
+        result["cart_abandoner"] = "cart_abandoner"
+
+    # engagement
+    weights = {"Email Opened": 1, "Email Link Clicked": 3, "Push Notification Opened": 2, "Application Opened": 2,
+               "Signed In": 2, "Feature Used": 2, "Order Completed": 5}
+    engagement = 0.0
+    for e in events:
+        w = 0.5 if e["type"] in ("page", "screen") else weights.get(e.get("event"), 0) if e["type"] == "track" else 0
+        engagement += w * 2 ** (-(t - _ts(e)) / (14 * DAY))
+    result["engagement"] = "highly_engaged" if engagement >= 20 else "moderately_engaged" if engagement >= 3 else "inactive"
+    result["_engagement_score"] = repr(engagement)
+
+    # promotions
+    recent_orders = [o for o in orders if _within(_ts(o), t, 365 * DAY)]
+    if len(recent_orders) >= 2:
+        discounted = [o for o in recent_orders if _props(o).get("coupon") or (_props(o).get("discount") or 0) > 0]
+        if 2 * len(discounted) >= len(recent_orders):
+            result["price_sensitive"] = "price_sensitive"
+    for click in named("Promotion Clicked"):
+        c = _ts(click)
+        if _within(c, t, 90 * DAY) and any(c <= _ts(o) <= c + 72 * HOUR for o in orders):
+            result["promo_responsive"] = "promo_responsive"
+
+    # product usage
+    uses: dict[str, int] = {}
+    for e in named("Feature Used"):
+        if _within(_ts(e), t, 7 * DAY) and _props(e).get("feature") is not None:
+            uses[str(_props(e)["feature"])] = uses.get(str(_props(e)["feature"]), 0) + 1
+    for feature, count in uses.items():
+        if count >= 10:
+            result[f"power_user:{feature}"] = f"power_user:{feature}"
+    latest: dict[str, dict[str, Any]] = {}
+    for e in named("Usage Reported"):
+        props = _props(e)
+        if props.get("metric") is not None and props.get("value") is not None and props.get("limit") is not None:
+            latest[str(props["metric"])] = props
+    if any(p["limit"] and p["value"] / p["limit"] >= 0.8 for p in latest.values()):
+        result["nearing_usage_limit"] = "nearing_usage_limit"
+    return result
