@@ -38,6 +38,26 @@ def _date(ts: int) -> int:
     return ts // DAY
 
 
+def lifecycle_at(events: list[dict[str, Any]], t: int) -> str:
+    """The lifecycle member at t, from the events at or before t."""
+    events = [e for e in events if _ts(e) <= t]
+    activity = [e for e in events if e["type"] in ("track", "page", "screen")]
+    tracks = [e for e in events if e["type"] == "track"]
+    orders = [e for e in tracks if e["event"] == "Order Completed"]
+    if not orders:
+        return "new_lead"
+    if not any(_within(_ts(e), t, 60 * DAY) for e in activity):
+        return "churned"
+    engaged = len({_date(_ts(e)) for e in activity if _within(_ts(e), t, 28 * DAY)}) >= 4
+    if engaged and (
+        sum(1 for o in orders if _within(_ts(o), t, 365 * DAY)) >= 3
+        or any(_within(_ts(e), t, 90 * DAY) for e in tracks if e["event"] == "Invite Sent")
+        or any(_within(_ts(e), t, 180 * DAY) and (_props(e).get("score") or 0) >= 9 for e in tracks if e["event"] == "NPS Submitted")
+    ):
+        return "loyal_advocate"
+    return "engaged" if engaged else "activated"
+
+
 def memberships(history: list[dict[str, Any]], t: int, key_feature: str | None = None, last_step: int | None = None) -> dict[str, str]:
     events = sorted((e for e in history if _ts(e) <= t), key=lambda e: (_ts(e), e["messageId"]))
     if not events:
@@ -50,26 +70,19 @@ def memberships(history: list[dict[str, Any]], t: int, key_feature: str | None =
         return [e for e in tracks if e["event"] == name]
 
     orders = named("Order Completed")
-
     # lifecycle
-    activated = bool(orders)
-    active_dates_28 = {_date(_ts(e)) for e in activity if _within(_ts(e), t, 28 * DAY)}
-    engaged = activated and len(active_dates_28) >= 4
-    if not activated:
-        life = "new_lead"
-    elif not any(_within(_ts(e), t, 60 * DAY) for e in activity):
-        life = "churned"
-    elif engaged and (
-        sum(1 for o in orders if _within(_ts(o), t, 365 * DAY)) >= 3
-        or any(_within(_ts(e), t, 90 * DAY) for e in named("Invite Sent"))
-        or any(_within(_ts(e), t, 180 * DAY) and (_props(e).get("score") or 0) >= 9 for e in named("NPS Submitted"))
-    ):
-        life = "loyal_advocate"
-    elif engaged:
-        life = "engaged"
-    else:
-        life = "activated"
+    life = lifecycle_at(events, t)
     result["lifecycle"] = life
+
+    # churn risk: not churned; engaged or loyal at some moment in (t - 60 d, t]: at the window's first
+    # moment, or from one of the window's events on (becoming engaged needs an event)
+    if life not in ("churned", "new_lead"):
+        moments = [t - 60 * DAY + 1] + [_ts(e) for e in events if _within(_ts(e), t, 60 * DAY)]
+        if any(lifecycle_at(events, m) in ("engaged", "loyal_advocate") for m in moments):
+            recent = {_date(_ts(e)) for e in activity if _within(_ts(e), t, 14 * DAY)}
+            prior = {_date(_ts(e)) for e in activity if _within(_ts(e), t - 14 * DAY, 28 * DAY)}
+            if not recent or len(recent) < len(prior) / 4:
+                result["churn_risk"] = "churn_risk"
 
     # high intent
     last_order = max((_ts(o) for o in orders), default=None)

@@ -44,7 +44,7 @@ def _diff(user_id: str, profile: Profile, t: int, cfg: CatalogConfig, cause_type
     if new == old:
         return []
     if old.get("lifecycle") in ENGAGED and new.get("lifecycle") not in ENGAGED:
-        profile.engaged_until = t  # remembered for churn_risk ("engaged at some moment in 60 days")
+        profile.engaged_until = t - 1  # the last moment engaged, for churn_risk ("at some moment in 60 days")
     changes = []
     for segment in sorted(set(old) | set(new)):
         before, after = old.get(segment), new.get(segment)

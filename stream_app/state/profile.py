@@ -44,7 +44,7 @@ class Profile:
     features: dict[str, list[int]] = field(default_factory=dict)  # feature -> `Feature Used` times (7 d)
     usage: dict[str, list[Any]] = field(default_factory=dict)  # metric -> [ts, value, limit] of the latest report
     days_first: dict[int, int] = field(default_factory=dict)  # UTC day -> earliest activity ts on that day
-    engaged_until: int | None = None  # when the user last stopped being engaged / loyal_advocate
+    engaged_until: int | None = None  # the last moment the user was engaged / loyal_advocate (after leaving)
     features_ever: list[str] = field(default_factory=list)  # every feature used (trial activation)
     trial_started: int | None = None  # latest `Trial Started`
     trial_ended: int | None = None  # latest `Trial Ended`
