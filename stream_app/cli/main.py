@@ -61,12 +61,53 @@ def _segments(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
+    if args.action == "report":
+        return _segments_report(args)
     if args.action == "validate":
         print(f"valid: {path or DEFAULTS_FILE} (version {config.version})")
         return 0
     for segment, rule in describe(config):
         print(f"{segment:<30} {rule}")
     return 0
+
+
+def _segments_report(args: argparse.Namespace) -> int:
+    from ..segments.report import build_report, format_report
+
+    if args.memberships:
+        try:
+            with open(args.memberships) as handle:
+                rows = [json.loads(line) for line in handle if line.strip()]
+        except (OSError, ValueError) as exc:
+            print(f"error: --memberships {args.memberships}: {exc}", file=sys.stderr)
+            return 2
+        current = {row["user_id"]: row["segments"] for row in rows}
+    else:
+        current = _memberships_from_kafka()
+    print(format_report(build_report(current.values(), args.min_size), args.top, args.min_size))
+    return 0
+
+
+def _memberships_from_kafka() -> dict[str, dict[str, str]]:
+    """Read the compacted memberships topic from the start: the latest record per user wins."""
+    from kafka import KafkaConsumer
+
+    from ..settings import Settings
+
+    settings = Settings()
+    consumer = KafkaConsumer(settings.memberships_topic, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                             auto_offset_reset="earliest", isolation_level="read_committed", consumer_timeout_ms=3000)
+    current: dict[str, dict[str, str]] = {}
+    for message in consumer:
+        user = message.key.decode("utf-8", "surrogatepass") if message.key else None
+        if user is None:
+            continue
+        if message.value is None:
+            current.pop(user, None)
+        else:
+            current[user] = json.loads(message.value)["segments"]
+    consumer.close()
+    return current
 
 
 def _replay_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -184,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = segments_sub.add_parser("list", help="the segments and their rules")
     listing.add_argument("--file", help="definitions file (default: the shipped defaults)")
     listing.set_defaults(func=_segments)
+    report = segments_sub.add_parser("report", help="segment sizes, overlaps (Jaccard), too-small segments")
+    report.add_argument("--memberships", help="a `stream-app replay --memberships` file (default: the running "
+                                              "worker's memberships topic, from KAFKA_BOOTSTRAP_SERVERS)")
+    report.add_argument("--min-size", type=int, default=100, help="flag segments with fewer users (default 100)")
+    report.add_argument("--top", type=int, default=15, help="how many overlaps to show")
+    report.set_defaults(func=_segments)
 
     from ..predict.fit_command import add_fit_arguments
 
