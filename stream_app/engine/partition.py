@@ -109,9 +109,12 @@ class PartitionEngine:
         self.clock = 0
         self.max_event_ts = 0
         self.last_arrival_wall: int | None = None
+        self.saved_definitions: str | None = None  # definitions version the stored memberships were decided under
         saved = store.get(CLOCK_KEY)
         if saved is not None:
-            _version, self.clock, self.max_event_ts = msgpack.unpackb(saved)
+            state = msgpack.unpackb(saved)
+            self.clock, self.max_event_ts = state[1], state[2]
+            self.saved_definitions = state[3] if len(state) > 3 else ""
 
     # -- state ------------------------------------------------------------------------------------
     def rebuild_schedule(self, items: Iterable[tuple[str, bytes]]) -> int:
@@ -125,7 +128,7 @@ class PartitionEngine:
         return count
 
     def _clock_state(self) -> bytes:
-        return msgpack.packb([1, self.clock, self.max_event_ts])
+        return msgpack.packb([2, self.clock, self.max_event_ts, self.cfg.version])
 
     # -- processing -------------------------------------------------------------------------------
     def handle(self, records: Iterable[RawRecord], wall_ms: int) -> BatchResult:
@@ -146,7 +149,8 @@ class PartitionEngine:
             if key in profile.seen:
                 result.counts["duplicate"] += 1
                 continue
-            profile.seen[key] = event.ts
+            # seen "now" for this user: an old late event must not fall out of the dedup window at once
+            profile.seen[key] = max(event.ts, profile.t)
             result.counts[f"type:{event.type}"] += 1
             if event.ts > self.max_event_ts:
                 self.max_event_ts = event.ts
@@ -194,17 +198,18 @@ class PartitionEngine:
     def next_due(self) -> int | None:
         return self.schedule.next_due()
 
-    def reevaluate_all(self, cfg: CatalogConfig, wall_ms: int) -> BatchResult:
+    def reevaluate_all(self, cfg: CatalogConfig, wall_ms: int, loaded_at: int | None = None) -> BatchResult:
         """New definitions or a new model: decide every stored user again now (cause `definitions`).
 
         This is the one place that visits every profile of the partition, once per accepted change."""
         self.cfg = cfg
         result = BatchResult()
         batch = _Batch(self.store)
+        self.saved_definitions = cfg.version
         users = [key for key, _ in self.store.items() if key != CLOCK_KEY]
         for user_id in users:
             profile = batch.load(user_id)
-            batch.changes.extend(reevaluate(user_id, profile, cfg))
+            batch.changes.extend(reevaluate(user_id, profile, cfg, loaded_at if loaded_at is not None else wall_ms))
             self.schedule.set(user_id, next_due(profile, cfg))
         self._advance(batch, result)
         return self._finish(batch, result, wall_ms)

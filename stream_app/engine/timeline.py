@@ -64,11 +64,12 @@ def _apply(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> 
     return _diff(user_id, profile, t, cfg, "event", event.message_id)
 
 
-def reevaluate(user_id: str, profile: Profile, cfg: CatalogConfig) -> list[Change]:
-    """Decide the user's memberships again at their current moment under new definitions."""
+def reevaluate(user_id: str, profile: Profile, cfg: CatalogConfig, loaded_at: int) -> list[Change]:
+    """Decide the user's memberships again at their current moment under new definitions. The cause
+    names the definitions and when they were loaded, so loading A, B, A, B never repeats an id."""
     if profile.last_event == 0:
         return []
-    return _diff(user_id, profile, profile.t, cfg, "definitions", cfg.version)
+    return _diff(user_id, profile, profile.t, cfg, "definitions", f"{cfg.version}@{loaded_at}")
 
 
 def apply_late_event(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> list[Change]:

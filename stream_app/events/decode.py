@@ -31,6 +31,8 @@ KEPT_PROPERTIES = (
     "feature", "metric", "value", "limit", "step", "category", "score", "order_id",
 )
 NUMERIC_PROPERTIES = ("revenue", "total", "discount", "quantity", "value", "limit", "step", "score")
+# numbers beyond this are not plausible amounts or counts, and would not pack into 64-bit msgpack
+MAX_NUMBER = 1e15
 
 
 class DeadLetterReason(str, Enum):
@@ -123,6 +125,22 @@ def _schema_error(doc: Any) -> str | None:
     return f"at {where}: {error.message[:200]}"
 
 
+def _plausible(value: int | float) -> bool:
+    try:
+        return math.isfinite(value) and abs(value) <= MAX_NUMBER
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _text(value: str, where: str) -> str:
+    """Text must be encodable as UTF-8 (a lone surrogate from JSON "\\ud800" is not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, f"{where} is not valid Unicode text (a lone surrogate?)") from None
+    return value
+
+
 def _kept_properties(props: dict[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for key in KEPT_PROPERTIES:
@@ -132,20 +150,20 @@ def _kept_properties(props: dict[str, Any]) -> dict[str, Any]:
         if key in NUMERIC_PROPERTIES:
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not _plausible(value):
                 raise InvalidEvent(
                     DeadLetterReason.SCHEMA_VIOLATION,
-                    f"properties.{key} must be a finite number, got {str(value)[:40]!r}",
+                    f"properties.{key} must be a finite number of magnitude up to 1e15, got {str(value)[:40]!r}",
                 )
         elif isinstance(value, (dict, list)):
             raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, f"properties.{key} must be a scalar")
-        elif isinstance(value, str) and len(value) > 200:
-            value = value[:200]
+        elif isinstance(value, str):
+            value = _text(value[:200], f"properties.{key}")
         kept[key] = value
     return kept
 
 
-def decode_event(raw: bytes, wall_ms: int, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
+def _decode(raw: bytes, wall_ms: int, max_bytes: int) -> Event:
     """Decode and validate one message. Pure apart from reading the schema file once."""
     if len(raw) > max_bytes:
         raise InvalidEvent(
@@ -178,4 +196,16 @@ def decode_event(raw: bytes, wall_ms: int, max_bytes: int = DEFAULT_MAX_EVENT_BY
         if not isinstance(name, str):
             name = ""
     props = doc.get("properties") or {}
-    return Event(message_id=doc["messageId"], user_id=user_id, type=kind, name=name, ts=ts, props=_kept_properties(props))
+    return Event(message_id=_text(doc["messageId"], "messageId"), user_id=_text(user_id, "userId"), type=kind,
+                 name=_text(name, "event name"), ts=ts, props=_kept_properties(props))
+
+
+def decode_event(raw: bytes, wall_ms: int, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
+    """Decode and validate one message, or raise InvalidEvent. Nothing else escapes: an unforeseen error
+    in validation is a dead letter too, so one message can never stop a worker."""
+    try:
+        return _decode(raw, wall_ms, max_bytes)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the promise is that bad input never crashes a worker
+        raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, f"could not be validated ({type(exc).__name__}: {str(exc)[:120]})") from None

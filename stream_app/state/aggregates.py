@@ -89,19 +89,21 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
         insort(profile.orders, [ts, _amount(props), discounted])
         _add_purchase(profile, utc_day(ts), _amount(props))
         profile.last_order = ts if profile.last_order is None else max(profile.last_order, ts)
-        profile.cart.clear()
-        profile.cart_opened = None
+        if profile.cart_last is None or ts >= profile.cart_last:  # a late, older order leaves a newer cart alone
+            profile.cart.clear()
+            profile.cart_opened = None
     elif name == "Order Refunded":
         insort(profile.refunds, [ts, _amount(props)])
     elif name in ("Product Added", "Checkout Started", "Product Removed"):
-        _apply_cart_event(profile, event)
+        if profile.last_order is None or ts >= profile.last_order:  # a late add from before the last order is not in the cart
+            _apply_cart_event(profile, event)
     elif name == "Promotion Clicked":
         insort(profile.promo_clicks, ts)
     elif name == "Feature Used":
         feature = props.get("feature")
         if feature is not None:
             insort(profile.features.setdefault(str(feature), []), ts)
-            if str(feature) not in profile.features_ever and len(profile.features_ever) < MAX_FEATURES_KEPT:
+            if str(feature) not in profile.features_ever and (len(profile.features_ever) < MAX_FEATURES_KEPT or str(feature) == cfg.key_feature):
                 profile.features_ever.append(str(feature))
     elif name == "Trial Started":
         profile.trial_started = ts if profile.trial_started is None else max(profile.trial_started, ts)
@@ -208,7 +210,7 @@ def expire(profile: Profile, t: int, cfg: CatalogConfig) -> None:
     if profile.cart and profile.cart_last is not None and t >= profile.cart_last + cfg.cart_expiry_ms:
         profile.cart.clear()  # the 7-day expiry forgets the cart
         profile.cart_opened = None
-    day_horizon = t - cfg.activity_days_kept_ms
+    day_horizon = t - max(cfg.activity_days_kept_ms, cfg.engaged_window_ms, cfg.churn_risk_recent_ms + cfg.churn_risk_prior_ms)
     if profile.days and min(profile.days.values()) <= day_horizon:
         profile.days = {d: ts for d, ts in profile.days.items() if ts > day_horizon}
         profile.days_first = {d: ts for d, ts in profile.days_first.items() if d in profile.days}

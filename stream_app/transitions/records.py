@@ -45,7 +45,8 @@ def to_record(change: Change, emitted_at_ms: int, historical_after_ms: int, mode
     elif change.cause_type == "timer":
         cause = {"type": "timer", "due": format_timestamp(int(change.cause_ref))}
     elif change.cause_type == "definitions":
-        cause = {"type": "definitions", "version": change.cause_ref}
+        version, _, loaded_at = change.cause_ref.rpartition("@")
+        cause = {"type": "definitions", "version": version, "loaded_at": format_timestamp(int(loaded_at))}
     else:
         cause = {"type": change.cause_type}
     return {

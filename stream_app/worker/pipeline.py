@@ -83,10 +83,12 @@ class SegmentationPipeline:
         self.population: dict[int, Counter] = {}
         self.last_offset: dict[int, int] = {}
         self.reevaluate: set[int] = set()
+        self.loaded_at = now_ms()
 
     def set_config(self, cfg: CatalogConfig) -> None:
         """New definitions: each partition decides every user again at its next tick, in its transaction."""
         self.cfg = cfg
+        self.loaded_at = now_ms()
         self.reevaluate = set(self.engines)
 
     def forget_partitions(self) -> None:
@@ -112,6 +114,11 @@ class SegmentationPipeline:
             self.population[partition] = population
             self._publish_population()
             log.info("partition %d: schedule rebuilt for %d profiles in %.2f s", partition, len(items), time.monotonic() - started)
+            if engine.saved_definitions is not None and engine.saved_definitions != self.cfg.version:
+                # the definitions changed while this partition was not being processed (worker down,
+                # or a crash before a re-decision committed): decide everyone again
+                log.info("partition %d: stored memberships were decided under other definitions; deciding again", partition)
+                self.reevaluate.add(partition)
             found = self.engines[partition] = (engine, view)
         return found
 
@@ -142,7 +149,7 @@ class SegmentationPipeline:
                 self.last_offset[partition] = batch[-1].offset
             if partition in ticked and partition in self.reevaluate:
                 self.reevaluate.discard(partition)
-                await self._commit_result(partition, ticks_topic, view, engine.reevaluate_all(self.cfg, now_ms()))
+                await self._commit_result(partition, ticks_topic, view, engine.reevaluate_all(self.cfg, now_ms(), self.loaded_at))
             if partition in ticked:
                 metrics.CLOCK_TICKS.inc()
                 log.debug("tick p%d clock=%d due=%s", partition, engine.clock, engine.next_due())
@@ -216,7 +223,9 @@ class SegmentationPipeline:
     def _caught_up(self, partition: int) -> bool:
         """True when every input record of the partition that Kafka has is processed (lag 0)."""
         lag = self._lag(partition)
-        return lag is not None and lag <= 0
+        # <= 1: a transactional producer upstream leaves a commit marker after its last record, which
+        # the high-water mark counts but no consumer ever receives
+        return lag is not None and lag <= 1
 
     def _lag(self, partition: int) -> int | None:
         consumer = getattr(self.app, "consumer", None)
