@@ -80,3 +80,18 @@ def test_quantity_one_and_a_half_is_read_as_one():
     out = run([track("u", "Product Added", T0, product_id="p", quantity=1.5),
                track("u", "Product Removed", T0 + 1, product_id="p", quantity=1)], until=T0 + DAY_MS)
     assert changes(out, "cart_abandoner") == []
+
+
+def test_a_user_back_after_400_days_is_new_however_the_events_are_batched():
+    T0 = 1_700_000_000_000  # noqa: N806 - far enough in the past for 401 days to stay in the past
+    events = [track("u", "Order Completed", T0, revenue=1), track("u", "Product Viewed", T0 + 401 * DAY_MS)]
+    together = changes(run(events, until=T0 + 401 * DAY_MS), "lifecycle")
+    store = InMemoryStore()
+    engine = PartitionEngine(0, store, CatalogConfig(), use_wall_clock=False)
+    store.write(engine.handle([RawRecord(encode(events[0]))], NOW).writes)
+    store.write(engine.advance_to(T0 + 400 * DAY_MS + 1, NOW).writes)
+    second = engine.handle([RawRecord(encode(events[1]))], NOW)
+    store.write(second.writes)
+    last = engine.advance_to(T0 + 401 * DAY_MS, NOW)
+    apart = [(t["from"], t["to"]) for t in second.transitions + last.transitions if t["segment"] == "lifecycle"]
+    assert together[-1][:2] == (None, "new_lead") and apart == [(None, "new_lead")]

@@ -12,7 +12,7 @@ from ..events import Event
 from ..segments import catalog
 from ..segments.config import CatalogConfig
 from ..state.aggregates import apply_event, expire
-from ..state.profile import Profile
+from ..state.profile import Profile, forget
 from ..transitions import Change
 
 ENGAGED = ("engaged", "loyal_advocate")
@@ -88,8 +88,11 @@ def advance(user_id: str, profile: Profile, until: int, cfg: CatalogConfig) -> t
             event = Event.from_compact(user_id, profile.pending.pop(0))
             changes.extend(_apply(user_id, profile, event, cfg))
         elif timer is not None and timer <= until:
-            if not profile.pending and timer >= profile.last_event + cfg.dormant_after_ms:
-                return changes, True
+            if timer >= profile.last_event + cfg.dormant_after_ms:
+                if not profile.pending:
+                    return changes, True
+                forget(profile)  # silent for 400 days, then back: a new user, with no transitions for the drop
+                continue
             profile.t = timer
             expire(profile, timer, cfg)
             changes.extend(_diff(user_id, profile, timer, cfg, "timer", str(timer)))

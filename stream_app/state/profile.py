@@ -50,3 +50,11 @@ class Profile:
     trial_ended: int | None = None  # latest `Trial Ended`
     onboarding_step: int = 0  # highest `Onboarding Step Completed` step
     onboarding_step_at: int | None = None  # when that step was first completed
+
+
+def forget(profile: Profile) -> None:
+    """Dormancy: the user is forgotten as if never seen, in place; events still waiting to be applied
+    (`pending`) and the deduplication memory (`seen`) are kept."""
+    fresh = Profile(pending=profile.pending, seen=profile.seen)
+    for name in Profile.__dataclass_fields__:
+        setattr(profile, name, getattr(fresh, name))
