@@ -7,7 +7,7 @@ obvious on purpose.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 DAY = 86_400_000

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..settings import Settings
-from ..timeutil import DAY_MS, format_timestamp
+from ..timeutil import DAY_MS
 from .generator import MALFORMED_SAMPLES, as_wire
 from .live import backfill_events, live_events
 

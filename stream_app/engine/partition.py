@@ -117,31 +117,45 @@ class PartitionEngine:
             self.saved_definitions = state[3] if len(state) > 3 else ""
 
     # -- state ------------------------------------------------------------------------------------
-    def rebuild_schedule(self, items: Iterable[tuple[str, bytes]]) -> int:
-        """Derive the due schedule from stored profiles (after assignment or restart)."""
-        count = 0
-        for user_id, data in items:
+    def rebuild_schedule(self) -> Counter:
+        """Derive the due schedule from the stored profiles (after assignment or restart), in one pass
+        over the store. Returns the population: users per (segment, member)."""
+        population: Counter = Counter()
+        for user_id, data in self.store.items():
             if user_id == CLOCK_KEY:
                 continue
-            self.schedule.set(user_id, next_due(decode_profile(data), self.cfg))
-            count += 1
-        return count
+            profile = decode_profile(data)
+            self.schedule.set(user_id, next_due(profile, self.cfg))
+            population.update(profile.members.items())
+        return population
 
     def _clock_state(self) -> bytes:
         return msgpack.packb([2, self.clock, self.max_event_ts, self.cfg.version])
 
     # -- processing -------------------------------------------------------------------------------
+    def decode(self, records: Iterable[RawRecord], wall_ms: int) -> list[tuple[RawRecord, Event | InvalidEvent]]:
+        """Each record with its validated event, or with the reason it is a dead letter."""
+        decoded: list[tuple[RawRecord, Event | InvalidEvent]] = []
+        for record in records:
+            try:
+                decoded.append((record, decode_event(record.value, wall_ms, self.max_event_bytes)))
+            except InvalidEvent as invalid:
+                decoded.append((record, invalid))
+        return decoded
+
     def handle(self, records: Iterable[RawRecord], wall_ms: int) -> BatchResult:
         """Validate, deduplicate and buffer a batch of input records, then advance the clock."""
+        return self.handle_decoded(self.decode(records, wall_ms), wall_ms)
+
+    def handle_decoded(self, decoded: Iterable[tuple[RawRecord, Event | InvalidEvent]], wall_ms: int) -> BatchResult:
+        """`handle` for records already decoded (the replay decodes once to sort by event time)."""
         result = BatchResult()
         batch = _Batch(self.store)
         cfg = self.cfg
         any_valid = False
-        for record in records:
-            try:
-                event = decode_event(record.value, wall_ms, self.max_event_bytes)
-            except InvalidEvent as invalid:
-                result.dead_letters.append((record, invalid))
+        for record, event in decoded:
+            if isinstance(event, InvalidEvent):
+                result.dead_letters.append((record, event))
                 continue
             any_valid = True
             profile = batch.load(event.user_id)

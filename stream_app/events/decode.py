@@ -73,18 +73,6 @@ class Event:
     def from_compact(cls, user_id: str, row: list[Any]) -> "Event":
         return cls(message_id=row[1], user_id=user_id, type=row[2], name=row[3], ts=row[0], props=row[4])
 
-    def to_segment_json(self) -> dict[str, Any]:
-        """The event as a Segment-spec dict (used by replay files and the demo generator)."""
-        from ..timeutil import format_timestamp
-
-        body: dict[str, Any] = {"type": self.type, "messageId": self.message_id, "userId": self.user_id,
-                                "timestamp": format_timestamp(self.ts), "properties": dict(self.props)}
-        if self.type == "track":
-            body["event"] = self.name
-        elif self.name:
-            body["name"] = self.name
-        return body
-
 
 @lru_cache(maxsize=1)
 def _validator() -> Draft202012Validator:

@@ -53,9 +53,6 @@ class BGNBDParams:
     n_customers: int = 0
     n_repeat_customers: int = 0
 
-    def as_array(self) -> np.ndarray:
-        return np.array([self.r, self.alpha, self.a, self.b], dtype=np.float64)
-
 
 def _result(value: np.ndarray, scalar: bool) -> float | np.ndarray:
     return float(value) if scalar else value

@@ -46,11 +46,6 @@ class GammaGammaParams:
     std_errors: dict[str, float] = field(default_factory=dict)
     n_customers: int = 0
 
-    @property
-    def population_mean(self) -> float:
-        """E[spend per transaction] across customers, p gamma / (q - 1); infinite unless q > 1."""
-        return self.p * self.gamma / (self.q - 1.0) if self.q > 1.0 else math.inf
-
 
 def log_likelihood_terms(p: float, q: float, gamma: float, x: np.ndarray, monetary: np.ndarray) -> np.ndarray:
     """ln f(m | p, q, gamma, x) per customer (x > 0, m > 0), from the Gamma-Gamma note."""

@@ -16,7 +16,7 @@ from typing import IO, Any, Iterable
 
 from ..engine import PartitionEngine, RawRecord
 from ..engine.partition import CLOCK_KEY
-from ..events import InvalidEvent, decode_event
+from ..events import Event, InvalidEvent
 from ..segments.config import CatalogConfig
 from ..state.encoding import decode_profile
 from ..transitions import memberships_record
@@ -38,12 +38,11 @@ class InMemoryStore(dict):
                 self[key] = value
 
 
-def _sort_key(raw: bytes, wall_ms: int) -> tuple[int, str]:
-    try:
-        event = decode_event(raw, wall_ms)
-        return (event.ts, event.message_id)
-    except InvalidEvent:
+def _event_order(pair: tuple[RawRecord, Event | InvalidEvent]) -> tuple[int, str]:
+    event = pair[1]
+    if isinstance(event, InvalidEvent):
         return (-1, "")  # invalid lines go first; the engine dead-letters them
+    return (event.ts, event.message_id)
 
 
 def replay_records(
@@ -55,21 +54,22 @@ def replay_records(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], InMemoryStore]:
     """Returns (transitions, dead letters, final store)."""
     wall = int(time.time() * 1000)
-    raws = [line.rstrip(b"\r\n") for line in lines if line.strip()]
-    raws.sort(key=lambda raw: _sort_key(raw, wall))
     store = store if store is not None else InMemoryStore()
     engine = PartitionEngine(0, store, cfg, use_wall_clock=False)
-    engine.rebuild_schedule((k, v) for k, v in store.items() if k != CLOCK_KEY)
+    engine.rebuild_schedule()
+    numbered = [(n, line.rstrip(b"\r\n")) for n, line in enumerate(lines) if line.strip()]  # n: 0-based line
+    decoded = engine.decode((RawRecord(raw, "file", 0, n) for n, raw in numbered), wall)
+    decoded.sort(key=_event_order)
     transitions: list[dict[str, Any]] = []
     dead: list[dict[str, Any]] = []
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(raws), unit="ev", desc="replay", file=sys.stderr, disable=len(raws) < 20000)
-    for start in range(0, len(raws), CHUNK):
-        chunk = [RawRecord(raw, "file", 0, start + i) for i, raw in enumerate(raws[start:start + CHUNK])]
-        result = engine.handle(chunk, int(time.time() * 1000))
+        bar = tqdm(total=len(decoded), unit="ev", desc="replay", file=sys.stderr, disable=len(decoded) < 20000)
+    for start in range(0, len(decoded), CHUNK):
+        chunk = decoded[start:start + CHUNK]
+        result = engine.handle_decoded(chunk, int(time.time() * 1000))
         store.write(result.writes)
         transitions.extend(result.transitions)
         dead.extend({"reason": inv.reason.value, "detail": inv.detail, "line": rec.offset + 1} for rec, inv in result.dead_letters)

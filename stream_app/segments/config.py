@@ -90,5 +90,3 @@ class CatalogConfig:
     high_value_top_share: float = 0.10
     model: Any = None  # a loaded stream_app.predict PredictiveModel, or None
 
-
-DEFAULT_CONFIG = CatalogConfig()

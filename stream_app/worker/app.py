@@ -52,7 +52,6 @@ def build_app(settings: Settings) -> faust.App:
     profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None)
     watcher = DefinitionsWatcher(settings)
     pipeline = SegmentationPipeline(app, settings, profiles, watcher.config)
-    app.segmentation = pipeline  # type: ignore[attr-defined]
 
     @app.agent(source, name="segment_events")
     async def segment_events(stream: Any) -> None:

@@ -103,17 +103,9 @@ class SegmentationPipeline:
             view = PartitionStoreView(self.table, partition)
             engine = PartitionEngine(partition, view, self.cfg, max_event_bytes=self.settings.max_event_bytes)
             started = time.monotonic()
-            population: Counter = Counter()
-            items = list(view.items())
-            engine.rebuild_schedule(items)
-            from ..state.encoding import decode_profile
-
-            for key, data in items:
-                if not key.startswith("\x00"):
-                    population.update(decode_profile(data).members.items())
-            self.population[partition] = population
+            self.population[partition] = engine.rebuild_schedule()
             self._publish_population()
-            log.info("partition %d: schedule rebuilt for %d profiles in %.2f s", partition, len(items), time.monotonic() - started)
+            log.info("partition %d: schedule rebuilt for %d profiles in %.2f s", partition, len(engine.schedule), time.monotonic() - started)
             if engine.saved_definitions is not None and engine.saved_definitions != self.cfg.version:
                 # the definitions changed while this partition was not being processed (worker down,
                 # or a crash before a re-decision committed): decide everyone again
