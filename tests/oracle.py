@@ -174,4 +174,51 @@ def memberships(history: list[dict[str, Any]], t: int, key_feature: str | None =
             latest[str(props["metric"])] = props
     if any(p["limit"] and p["value"] / p["limit"] >= 0.8 for p in latest.values()):
         result["nearing_usage_limit"] = "nearing_usage_limit"
+    # RFM, with this user as the whole scored population (rfm_names for a population of users)
+    member = rfm_names({"u": history}, t).get("u")
+    if member is not None:
+        result["rfm"] = member
     return result
+
+
+RFM_NAMES = [  # (name, rule on R and FM), first match, in the catalog's order
+    ("champions", lambda r, fm: r >= 4 and fm >= 4),
+    ("loyal", lambda r, fm: r >= 3 and fm >= 4),
+    ("potential_loyalist", lambda r, fm: r >= 4 and 2 <= fm <= 3),
+    ("new_customer", lambda r, fm: r >= 4 and fm == 1),
+    ("need_attention", lambda r, fm: r == 3 and 2 <= fm <= 3),
+    ("about_to_sleep", lambda r, fm: r == 3 and fm == 1),
+    ("cannot_lose", lambda r, fm: r == 1 and fm == 5),
+    ("at_risk", lambda r, fm: r <= 2 and fm >= 3),
+    ("hibernating", lambda r, fm: r == 2 and fm <= 2),
+    ("lost", lambda r, fm: r == 1 and fm <= 2),
+]
+
+
+def _amount(event: dict[str, Any]) -> float:
+    props = _props(event)
+    value = props.get("revenue") if props.get("revenue") is not None else props.get("total")
+    return float(value or 0)
+
+
+def rfm_names(histories: dict[str, list[dict[str, Any]]], t: int) -> dict[str, str]:
+    """Every scored user's RFM segment at t, by the catalog formula with exact counts."""
+    values = {}
+    for user, history in histories.items():
+        in_window = [e for e in history if e["type"] == "track" and _within(_ts(e), t, 365 * DAY)]
+        orders = [e for e in in_window if e["event"] == "Order Completed"]
+        if not orders:
+            continue
+        refunds = [e for e in in_window if e["event"] == "Order Refunded"]
+        recency = t - max(_ts(e) for e in orders)
+        money = sum(_amount(e) for e in orders) - sum(_amount(e) for e in refunds)
+        values[user] = (recency, len(orders), money)
+    n = len(values)
+    names = {}
+    for user, (recency, freq, money) in values.items():
+        r = 1 + 5 * sum(1 for v in values.values() if v[0] > recency) // n
+        f = 1 + 5 * sum(1 for v in values.values() if v[1] < freq) // n
+        m = 1 + 5 * sum(1 for v in values.values() if v[2] < money) // n
+        fm = int((f + m) / 2 + 0.5)
+        names[user] = next(name for name, rule in RFM_NAMES if rule(r, fm))
+    return names

@@ -33,7 +33,8 @@ def test_replay_command_sorts_fires_timers_until_and_reports_bad_lines(tmp_path)
     final = {r["user_id"]: r["segments"] for r in map(json.loads, members.read_text().splitlines())}
     assert final == {"ann": {"lifecycle": "new_lead", "high_intent": "high_intent", "cart_abandoner": "cart_abandoner",
                              "engagement": "inactive"},
-                     "bob": {"lifecycle": "activated", "engagement": "moderately_engaged"}}
+                     "bob": {"lifecycle": "activated", "engagement": "moderately_engaged",
+                             "rfm": "lost"}}  # the only customer: every score is 1
 
 
 def test_replay_explains_a_missing_input_and_a_bad_until(tmp_path):

@@ -15,19 +15,21 @@ from __future__ import annotations
 import hashlib
 from bisect import insort
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Protocol
 
 import msgpack
 
 from ..events import Event, InvalidEvent, decode_event
 from ..events.decode import DEFAULT_MAX_EVENT_BYTES
+from ..segments import rfm
 from ..segments.config import CatalogConfig
+from ..segments.rfm_population import PartitionSummary
 from ..state.encoding import decode_profile, encode_profile
 from ..state.profile import Profile
 from ..timers import DueSchedule
 from ..transitions import Change, memberships_record, to_record
-from .timeline import advance, apply_late_event, next_due, reevaluate
+from .timeline import advance, apply_late_event, next_due, reevaluate, refresh
 
 CLOCK_KEY = "\x00partition-clock"
 
@@ -109,6 +111,8 @@ class PartitionEngine:
         self.clock = 0
         self.max_event_ts = 0
         self.last_arrival_wall: int | None = None
+        # scored RFM users: user -> (last order, F, M, current rfm member), as of the user's time
+        self.rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
         self.saved_definitions: str | None = None  # definitions version the stored memberships were decided under
         saved = store.get(CLOCK_KEY)
         if saved is not None:
@@ -126,8 +130,42 @@ class PartitionEngine:
                 continue
             profile = decode_profile(data)
             self.schedule.set(user_id, next_due(profile, self.cfg))
+            self._index_rfm(user_id, profile)
             population.update(profile.members.items())
         return population
+
+    def _index_rfm(self, user_id: str, profile: Profile) -> None:
+        value = rfm.values(profile, profile.t, self.cfg) if self.cfg.rfm_enabled else None
+        if value is None:
+            self.rfm_index.pop(user_id, None)
+        else:
+            self.rfm_index[user_id] = (*value, profile.members.get(rfm.FAMILY))
+
+    # -- RFM population ---------------------------------------------------------------------------
+    def rfm_summary(self) -> PartitionSummary:
+        """This partition's scored users as sketches, for merging with the other partitions'."""
+        return PartitionSummary.build(((lo, f, m) for lo, f, m, _ in self.rfm_index.values()), self.clock)
+
+    def refresh_population(self, population: Any, wall_ms: int) -> BatchResult:
+        """A new merged population: every scored user is scored again; a changed name has cause `refresh`.
+        Only users whose name changes are loaded from the store."""
+        self.cfg = cfg = replace(self.cfg, rfm_population=population)
+        result = BatchResult()
+        batch = _Batch(self.store)
+        for user_id, (last_order, f, m, member) in list(self.rfm_index.items()):
+            if rfm.name_for((last_order, f, m), population, cfg) != member:
+                profile = batch.load(user_id)
+                batch.changes.extend(refresh(user_id, profile, self.clock, cfg, population.version))
+                self.schedule.set(user_id, next_due(profile, cfg))
+        self._advance(batch, result)
+        return self._finish(batch, result, wall_ms)
+
+    def _adopt(self, cfg: CatalogConfig) -> CatalogConfig:
+        """New definitions keep the current population until the next refresh."""
+        if cfg.rfm_population is None and self.cfg.rfm_population is not None:
+            cfg = replace(cfg, rfm_population=self.cfg.rfm_population)
+        self.cfg = cfg
+        return cfg
 
     def _clock_state(self) -> bytes:
         return msgpack.packb([2, self.clock, self.max_event_ts, self.cfg.version])
@@ -216,7 +254,7 @@ class PartitionEngine:
         """New definitions or a new model: decide every stored user again now (cause `definitions`).
 
         This is the one place that visits every profile of the partition, once per accepted change."""
-        self.cfg = cfg
+        cfg = self._adopt(cfg)
         result = BatchResult()
         batch = _Batch(self.store)
         self.saved_definitions = cfg.version
@@ -245,9 +283,11 @@ class PartitionEngine:
         result.transitions = [to_record(c, wall_ms, cfg.historical_after_ms, cfg.version) for c in batch.changes]
         for user_id, profile in batch.profiles.items():
             result.writes[user_id] = encode_profile(profile)
+            self._index_rfm(user_id, profile)
             if profile.members != batch.members_before.get(user_id):
                 result.memberships[user_id] = memberships_record(user_id, profile.members, profile.t, cfg.version)
         for user_id in batch.deleted:
+            self.rfm_index.pop(user_id, None)
             result.writes[user_id] = None
             result.memberships[user_id] = None
         result.writes[CLOCK_KEY] = self._clock_state()

@@ -72,6 +72,17 @@ def reevaluate(user_id: str, profile: Profile, cfg: CatalogConfig, loaded_at: in
     return _diff(user_id, profile, profile.t, cfg, "definitions", f"{cfg.version}@{loaded_at}")
 
 
+def refresh(user_id: str, profile: Profile, t: int, cfg: CatalogConfig, population_version: str) -> list[Change]:
+    """A new RFM population (cfg.rfm_population): decide the user again at ``t``, the partition clock.
+    Every timer due by ``t`` has fired, so moving the user's time to ``t`` changes nothing else."""
+    if profile.last_event == 0:
+        return []
+    if t > profile.t:
+        profile.t = t
+        expire(profile, t, cfg)
+    return _diff(user_id, profile, profile.t, cfg, "refresh", f"{population_version}@{profile.t}")
+
+
 def apply_late_event(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> list[Change]:
     """An event older than the partition clock: applied at once, decided at max(its time, the user's time)."""
     return _apply(user_id, profile, event, cfg)

@@ -3,7 +3,7 @@
 Lines are read as raw bytes and go through the same decoder as Kafka messages, so a malformed line is
 reported exactly as the worker would dead-letter it. Events are sorted by (timestamp, messageId) and fed
 in chunks; at the end the clock moves to `--until` (or to the last event) and every timer due by then
-fires.
+fires. The RFM population is refreshed at every UTC midnight of event time and at the end.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 from typing import IO, Any, Iterable
 
-from ..engine import PartitionEngine, RawRecord
+from ..engine import BatchResult, PartitionEngine, RawRecord
 from ..engine.partition import CLOCK_KEY
 from ..events import Event, InvalidEvent
 from ..segments.config import CatalogConfig
+from ..segments.rfm_population import RfmPopulation
+from ..timeutil import DAY_MS
 from ..state.encoding import decode_profile
 from ..transitions import memberships_record
 
@@ -67,21 +69,61 @@ def replay_records(
         from tqdm import tqdm
 
         bar = tqdm(total=len(decoded), unit="ev", desc="replay", file=sys.stderr, disable=len(decoded) < 20000)
-    for start in range(0, len(decoded), CHUNK):
-        chunk = decoded[start:start + CHUNK]
-        result = engine.handle_decoded(chunk, int(time.time() * 1000))
+    def collect(result: BatchResult) -> None:
         store.write(result.writes)
         transitions.extend(result.transitions)
         dead.extend({"reason": inv.reason.value, "detail": inv.detail, "line": rec.offset + 1} for rec, inv in result.dead_letters)
-        if bar is not None:
-            bar.update(len(chunk))
+
+    last_ts = max((e.ts for _, e in decoded if not isinstance(e, InvalidEvent)), default=0)
+    final = until_ms if until_ms is not None else last_ts
+    for part in _by_refresh_period(decoded, cfg):
+        for start in range(0, len(part), CHUNK):
+            collect(engine.handle_decoded(part[start:start + CHUNK], int(time.time() * 1000)))
+            if bar is not None:
+                bar.update(len(part[start:start + CHUNK]))
+        boundary = _period_end(part, cfg)
+        if boundary is not None and boundary <= final:
+            collect(engine.advance_to(boundary, int(time.time() * 1000)))
+            _refresh_rfm(engine, collect)
     if bar is not None:
         bar.close()
-    final = until_ms if until_ms is not None else engine.max_event_ts
-    result = engine.advance_to(final, int(time.time() * 1000))
-    store.write(result.writes)
-    transitions.extend(result.transitions)
+    collect(engine.advance_to(final, int(time.time() * 1000)))
+    _refresh_rfm(engine, collect)
     return transitions, dead, store
+
+
+def _by_refresh_period(decoded: list[tuple[RawRecord, Event | InvalidEvent]], cfg: CatalogConfig) -> Iterable[list[Any]]:
+    """Sorted events split at UTC day boundaries: the replay refreshes the RFM population once per day
+    of event time (the worker does it every `rfm.refresh_interval` of wall time)."""
+    if not cfg.rfm_enabled:
+        yield decoded
+        return
+    part: list[Any] = []
+    period = None
+    for pair in decoded:
+        event = pair[1]
+        day = None if isinstance(event, InvalidEvent) else event.ts // DAY_MS
+        if part and day is not None and period is not None and day != period:
+            yield part
+            part = []
+        if day is not None:
+            period = day
+        part.append(pair)
+    if part:
+        yield part
+
+
+def _period_end(part: list[tuple[RawRecord, Event | InvalidEvent]], cfg: CatalogConfig) -> int | None:
+    last = part[-1][1]
+    if not cfg.rfm_enabled or isinstance(last, InvalidEvent):
+        return None
+    return (last.ts // DAY_MS + 1) * DAY_MS
+
+
+def _refresh_rfm(engine: PartitionEngine, collect: Any) -> None:
+    if engine.cfg.rfm_enabled:
+        population = RfmPopulation({engine.partition: engine.rfm_summary()})
+        collect(engine.refresh_population(population, int(time.time() * 1000)))
 
 
 def final_memberships(store: InMemoryStore, cfg: CatalogConfig) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..state.profile import Profile
-from . import cart, churn_risk, engagement, intent, lifecycle, predicted, promotions, saas, usage
+from . import cart, churn_risk, engagement, intent, lifecycle, predicted, promotions, rfm, saas, usage
 from .config import CatalogConfig
 
 
@@ -24,6 +24,7 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
+    Rule(rfm.FAMILY, rfm.membership, rfm.next_change, rfm.traits),
     Rule(lifecycle.FAMILY, lifecycle.membership, lifecycle.next_change, lifecycle.traits),
     Rule(intent.SEGMENT, intent.membership, intent.next_change, intent.traits),
     Rule(engagement.FAMILY, engagement.membership, engagement.next_change, engagement.traits),

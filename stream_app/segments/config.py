@@ -90,3 +90,22 @@ class CatalogConfig:
     high_value_top_share: float = 0.10
     model: Any = None  # a loaded stream_app.predict PredictiveModel, or None
 
+    # RFM: orders in the window scored against the population (segments/rfm.py, rfm_population.py)
+    rfm_enabled: bool = True
+    rfm_window_ms: int = 365 * DAY_MS
+    rfm_refresh_ms: int = 30 * SECOND_MS  # the worker merges and re-scores at least this often
+    # (name, R low, R high, FM low, FM high), the first match names the segment
+    rfm_rules: tuple[tuple[str, int, int, int, int], ...] = (
+        ("champions", 4, 5, 4, 5),
+        ("loyal", 3, 5, 4, 5),
+        ("potential_loyalist", 4, 5, 2, 3),
+        ("new_customer", 4, 5, 1, 1),
+        ("need_attention", 3, 3, 2, 3),
+        ("about_to_sleep", 3, 3, 1, 1),
+        ("cannot_lose", 1, 1, 5, 5),
+        ("at_risk", 1, 2, 3, 5),
+        ("hibernating", 2, 2, 1, 2),
+        ("lost", 1, 1, 1, 2),
+    )
+    rfm_population: Any = None  # the merged RfmPopulation; None until the first refresh (not part of the version)
+

@@ -107,6 +107,12 @@ _SHAPE: dict[str, Any] = {
         "min_orders": _Field("predicted_churn_min_orders", "int"),
         "p_alive_below": _Field("predicted_churn_p_alive_below", "share"),
     },
+    "rfm": {
+        "enabled": _Field("rfm_enabled", "bool"),
+        "window": _Field("rfm_window_ms", "window"),
+        "refresh_interval": _Field("rfm_refresh_ms", "duration"),
+        "segments": _Field("rfm_rules", "rfm_rules"),
+    },
     "high_predicted_value": {
         "enabled": _Field("high_value_enabled", "bool"),
         "top_share": _Field("high_value_top_share", "share"),
@@ -121,6 +127,53 @@ def parse_duration(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
+_SCORE_RANGE = re.compile(r"^\s*(?:(\d)\s*\.\.\s*(\d)|(>=|<=|==)?\s*(\d))\s*$")
+
+
+def parse_score_range(text: str) -> tuple[int, int]:
+    """A score condition: 4, ==4, >=4, <=2 or 2..3 (scores are 1..5)."""
+    match = _SCORE_RANGE.match(text)
+    if not match:
+        raise ValueError(f"expected a score condition such as 4, >=4, <=2 or 2..3, got {text!r}")
+    low, high, op, single = match.groups()
+    if low is not None:
+        bounds = (int(low), int(high))
+    else:
+        value = int(single)
+        bounds = {">=": (value, 5), "<=": (1, value)}.get(op or "==", (value, value))
+    if not 1 <= bounds[0] <= bounds[1] <= 5:
+        raise ValueError(f"expected scores between 1 and 5 with low <= high, got {text!r}")
+    return bounds
+
+
+def _rfm_rules(path: str, where: str, node: yaml.Node) -> tuple[tuple[str, int, int, int, int], ...]:
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        raise DefinitionError(path, node, f"{where}: expected a list of {{name, r, fm}} rules, first match wins")
+    rules = []
+    for index, item in enumerate(node.value):
+        here = f"{where}[{index}]"
+        if not isinstance(item, yaml.MappingNode):
+            raise DefinitionError(path, item, f"{here}: expected a mapping with keys name, r, fm")
+        fields = {str(k.value): v for k, v in item.value}
+        for key_node, _ in item.value:
+            if key_node.value not in ("name", "r", "fm"):
+                raise DefinitionError(path, key_node, f"{here}.{key_node.value}: unknown key; expected name, r, fm")
+        missing = [k for k in ("name", "r", "fm") if k not in fields]
+        if missing:
+            raise DefinitionError(path, item, f"{here}: missing {', '.join(missing)}")
+        name = _scalar(fields["name"])
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise DefinitionError(path, fields["name"], f"{here}.name: expected a lower-case identifier, got {fields['name'].value!r}")
+        bounds = []
+        for key in ("r", "fm"):
+            try:
+                bounds.extend(parse_score_range(str(fields[key].value)))
+            except ValueError as exc:
+                raise DefinitionError(path, fields[key], f"{here}.{key}: {exc}") from None
+        rules.append((name, *bounds))
+    return tuple(rules)
+
+
 def _scalar(node: yaml.Node) -> Any:
     return yaml.safe_load(yaml.serialize(node)) if isinstance(node, yaml.ScalarNode) else None
 
@@ -130,6 +183,8 @@ def _convert(path: str, where: str, field: _Field, node: yaml.Node) -> Any:
         shown = node.value if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
         return DefinitionError(path, node, f"{where}: expected {expected}, got {shown!r}")
 
+    if field.kind == "rfm_rules":
+        return _rfm_rules(path, where, node)
     if field.kind == "weights":
         if not isinstance(node, yaml.MappingNode):
             raise fail("a mapping of event name to weight")
@@ -244,6 +299,10 @@ def describe(config: CatalogConfig) -> list[tuple[str, str]]:
                        f"{days(config.churn_risk_recent_ms)} = 0 or < 1/{config.churn_risk_divisor} of the {days(config.churn_risk_prior_ms)} before"),
         ("cart_abandoner", f"cart non-empty {days(config.cart_abandon_after_ms)} after it opened; forgotten {days(config.cart_expiry_ms)} after the last cart event"),
     ]
+    if config.rfm_enabled:
+        for segment, r_low, r_high, fm_low, fm_high in config.rfm_rules:
+            rows.append((f"rfm/{segment}", f"R in {r_low}..{r_high} and FM in {fm_low}..{fm_high} (orders in {days(config.rfm_window_ms)}, "
+                                           f"scored against all customers)"))
     if config.predicted_churn_enabled:
         rows.append(("predicted_churn", f">= {config.predicted_churn_min_orders} orders and P(alive) < {config.predicted_churn_p_alive_below:g} (needs a fitted model)"))
     if config.high_value_enabled:

@@ -47,6 +47,9 @@ def to_record(change: Change, emitted_at_ms: int, historical_after_ms: int, mode
     elif change.cause_type == "definitions":
         version, _, loaded_at = change.cause_ref.rpartition("@")
         cause = {"type": "definitions", "version": version, "loaded_at": format_timestamp(int(loaded_at))}
+    elif change.cause_type == "refresh":
+        population, _, decided_at = change.cause_ref.rpartition("@")
+        cause = {"type": "refresh", "population": population, "decided_at": format_timestamp(int(decided_at))}
     else:
         cause = {"type": change.cause_type}
     return {
