@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .kafka_security import KafkaSecurity, SecurityConfigError, security_from_env
+
 DEFAULT_LOCAL_BOOTSTRAP = "127.0.0.1:9092"
 
 
@@ -29,6 +31,13 @@ def _optional_int(name: str) -> int | None:
 def _path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
+
+
+def _security() -> KafkaSecurity:
+    try:
+        return security_from_env()
+    except SecurityConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class Settings:
     stop_grace_s: int = field(default_factory=lambda: _int("STREAM_APP_STOP_GRACE_S", 20))
     session_timeout_s: int = field(default_factory=lambda: _int("STREAM_APP_SESSION_TIMEOUT_S", 10))
     log_level: str = field(default_factory=lambda: _env("STREAM_APP_LOG_LEVEL", "info"))
+    # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (stream_app/kafka_security.py); its repr hides secrets
+    kafka_security: KafkaSecurity = field(default_factory=_security)
 
     @property
     def ticks_topic(self) -> str:

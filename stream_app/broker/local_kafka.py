@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +121,11 @@ log4j.logger.kafka.server.BrokerServer=INFO
 """
 
 
+def _with_overrides(properties: str, overrides: dict[str, str]) -> str:
+    lines = [line for line in properties.splitlines() if line.split("=", 1)[0] not in overrides]
+    return "\n".join(lines + [f"{key}={value}" for key, value in overrides.items()]) + "\n"
+
+
 @dataclass
 class LocalKafka:
     """One broker in ``data_dir``. ``start()`` formats storage on first use and waits until it serves."""
@@ -129,6 +134,11 @@ class LocalKafka:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "768m"
+    # server.properties entries that replace (same key) or extend the defaults, e.g. an extra SASL_SSL listener
+    overrides: dict[str, str] = field(default_factory=dict)
+    # SCRAM credentials written at format time, as `kafka-storage format --add-scram` takes them:
+    # "SCRAM-SHA-512=[name=admin,password=...]"
+    scram_credentials: tuple[str, ...] = ()
 
     @property
     def bootstrap(self) -> str:
@@ -154,14 +164,17 @@ class LocalKafka:
         fetch_kafka()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "server.properties"
-        config.write_text(SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "logs"))
+        config.write_text(_with_overrides(
+            SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "logs"),
+            self.overrides))
         (self.data_dir / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log_file=self.log_file))
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
+        scram = [arg for credential in self.scram_credentials for arg in ("--add-scram", credential)]
         for attempt in range(3):
             cluster_id = _cluster_id()
             proc = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"),
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted", *scram),
                 capture_output=True, text=True,
             )
             if proc.returncode == 0:

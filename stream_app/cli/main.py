@@ -94,9 +94,13 @@ def _memberships_from_kafka() -> dict[str, dict[str, str]]:
 
     from ..settings import Settings
 
+    from ..kafka_security import check_access
+
     settings = Settings()
+    check_access(settings.kafka_security, settings.bootstrap_servers)
     consumer = KafkaConsumer(settings.memberships_topic, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                             auto_offset_reset="earliest", isolation_level="read_committed", consumer_timeout_ms=3000)
+                             auto_offset_reset="earliest", isolation_level="read_committed", consumer_timeout_ms=3000,
+                             **settings.kafka_security.kafka_python_kwargs())
     current: dict[str, dict[str, str]] = {}
     for message in consumer:
         user = message.key.decode("utf-8", "surrogatepass") if message.key else None
@@ -162,12 +166,16 @@ def _produce(args: argparse.Namespace) -> int:
 
     from ..settings import Settings
 
+    from ..kafka_security import check_access
+
     settings = Settings()
+    check_access(settings.kafka_security, settings.bootstrap_servers)
     if not args.topic:
         from ..worker.topics import ensure_topics
 
         ensure_topics(settings)  # so that the input topic gets the configured partition count
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=20)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=20,
+                             **settings.kafka_security.kafka_python_kwargs())
     sent = 0
     with open(args.input, "rb") as handle:
         for line in handle:
@@ -248,4 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    from ..kafka_security import KafkaAccessError
+
+    try:
+        return int(args.func(args) or 0)
+    except KafkaAccessError as exc:  # refused credentials or an unverifiable certificate: say which setting
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -41,7 +41,8 @@ def _start_local_broker(root: Path) -> tuple[object, str]:
 def _produce(settings: Settings, stop: threading.Event, backfilled: threading.Event, seed: int) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5,
+                             **settings.kafka_security.kafka_python_kwargs())
     live_start = int(time.time() * 1000) - 2 * DAY_MS
     history = backfill_events(seed, users=300, live_start_ms=live_start)
     for event in history:
@@ -68,6 +69,7 @@ def _follow(settings: Settings, stop: threading.Event) -> None:
         settings.transitions_topic, settings.dlq_topic,
         bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="latest",
         isolation_level="read_committed", consumer_timeout_ms=500, group_id=None,
+        **settings.kafka_security.kafka_python_kwargs(),
     )
     counts: dict[str, int] = {}
     while not stop.is_set():
@@ -95,11 +97,21 @@ def run_demo(seed: int = 7) -> int:
     if not bootstrap:
         broker, bootstrap = _start_local_broker(root)
     settings = replace(Settings(), bootstrap_servers=bootstrap, data_dir=root / "worker", historical_after_ms=3 * DAY_MS)
+    worker_env = dict(os.environ)
+    if broker is not None:  # the local broker is plaintext on loopback: any TLS / SASL settings are for another cluster
+        from ..kafka_security import KafkaSecurity
+
+        settings = replace(settings, kafka_security=KafkaSecurity())
+        worker_env = {k: v for k, v in worker_env.items() if not k.startswith(("KAFKA_SECURITY_", "KAFKA_SASL_", "KAFKA_SSL_"))}
+    else:
+        from ..kafka_security import check_access
+
+        check_access(settings.kafka_security, bootstrap)
     from ..worker.topics import ensure_topics
 
     ensure_topics(settings)
     stop = threading.Event()
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, STREAM_APP_DATA_DIR=str(settings.data_dir),
+    env = dict(worker_env, KAFKA_BOOTSTRAP_SERVERS=bootstrap, STREAM_APP_DATA_DIR=str(settings.data_dir),
                STREAM_APP_HISTORICAL_AFTER_MS=str(settings.historical_after_ms))
     log_path = root / "worker.log"
     backfilled = threading.Event()

@@ -47,6 +47,9 @@ def build_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         producer_acks=-1,
+        # TLS / SASL (KAFKA_SECURITY_PROTOCOL ...): Faust uses them for the consumer, every producer
+        # (transactional ones too) and topic creation
+        broker_credentials=settings.kafka_security.faust_credentials(),
     )
     source = app.topic(settings.input_topic, settings.ticks_topic, key_serializer="raw", value_serializer="raw")
     profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None)
@@ -111,7 +114,14 @@ def _discard_state_after_unclean_stop(settings: Settings, tables: Path) -> None:
 def run_worker(settings: Settings) -> None:
     from .topics import ensure_topics
 
+    from ..kafka_security import KafkaAccessError, check_access
+
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(message)s")
+    try:
+        check_access(settings.kafka_security, settings.bootstrap_servers)
+    except KafkaAccessError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)

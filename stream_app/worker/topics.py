@@ -25,7 +25,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 
 def ensure_topics(settings: Settings) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin")
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin",
+                             **settings.kafka_security.kafka_python_kwargs())
     try:
         existing = set(admin.list_topics())
         missing = [spec for spec in topic_specs(settings) if spec.name not in existing]

@@ -1,0 +1,317 @@
+"""How the worker and the CLI authenticate to Kafka and encrypt the connection (README "Configuration",
+docs/security.md).
+
+One `KafkaSecurity` value, read from the environment (secrets may come from files), and three
+translations of it: Faust's `broker_credentials`, and the keyword arguments of aiokafka and kafka-python
+clients. Secrets are held in `Secret`, whose str and repr never show the value, so they cannot reach a
+log line, an exception message or a metric by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT")
+MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+HIDDEN = "***"
+
+
+class SecurityConfigError(ValueError):
+    """The security settings are inconsistent. The message says what is wrong and how to fix it, and
+    never contains a secret."""
+
+
+class Secret:
+    """A password that is never shown: `str()`, `repr()` and f-strings give `***`. `reveal()` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret('{HIDDEN}')"
+
+    def __str__(self) -> str:
+        return HIDDEN
+
+    def __format__(self, spec: str) -> str:
+        return HIDDEN
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _get(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def _secret(environ: Mapping[str, str], name: str, file_name: str) -> Secret | None:
+    """A secret from `name`, or from the file named by `file_name` (one trailing newline is dropped)."""
+    direct, path = _get(environ, name), _get(environ, file_name)
+    if direct is not None and path is not None:
+        raise SecurityConfigError(f"both {name} and {file_name} are set; set only one of them "
+                                  f"({file_name} is preferred: the secret stays out of the environment)")
+    if path is None:
+        return Secret(direct) if direct is not None else None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SecurityConfigError(f"{file_name}={path}: cannot read the file ({exc.strerror or exc}); "
+                                  f"point {file_name} at a readable file that holds only the secret") from None
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        raise SecurityConfigError(f"{file_name}={path}: the file is empty; write the secret into it")
+    return Secret(text)
+
+
+def _existing_file(environ: Mapping[str, str], name: str) -> Path | None:
+    value = _get(environ, name)
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise SecurityConfigError(f"{name}={value}: no such file; point {name} at a PEM file")
+    return path
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _get(environ, name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SecurityConfigError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """`protocol` is Kafka's security.protocol. The certificate of the broker is always verified (against
+    `cafile`, or the system's trust store); its host name too unless `check_hostname` is off."""
+
+    protocol: str = "PLAINTEXT"
+    mechanism: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    cafile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    key_password: Secret | None = None
+    check_hostname: bool = True
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_SSL", "SASL_PLAINTEXT")
+
+    def describe(self) -> str:
+        """For people and logs: the protocol, mechanism and user, never a secret."""
+        parts = [self.protocol]
+        if self.uses_sasl:
+            parts.append(f"{self.mechanism} as user {self.username!r}")
+        if self.uses_ssl:
+            parts.append(f"CA {self.cafile or 'system trust store'}")
+            if self.certfile:
+                parts.append(f"client certificate {self.certfile}")
+        return ", ".join(parts)
+
+    # -- translations ---------------------------------------------------------------------------------
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.uses_ssl:
+            return None
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.cafile) if self.cafile else None)
+        except (ssl.SSLError, OSError) as exc:
+            raise SecurityConfigError(f"KAFKA_SSL_CAFILE={self.cafile}: not a usable PEM CA bundle ({exc}); "
+                                      "give the PEM file of the CA that signed the brokers' certificates") from None
+        context.check_hostname = self.check_hostname
+        context.verify_mode = ssl.CERT_REQUIRED
+        if self.certfile is not None:
+            try:
+                context.load_cert_chain(str(self.certfile), str(self.keyfile) if self.keyfile else None,
+                                        password=self.key_password.reveal() if self.key_password else None)
+            except (ssl.SSLError, OSError) as exc:
+                reason = getattr(exc, "reason", None) or type(exc).__name__
+                raise SecurityConfigError(
+                    f"KAFKA_SSL_CERTFILE={self.certfile} / KAFKA_SSL_KEYFILE={self.keyfile}: the client certificate and "
+                    f"key cannot be loaded ({reason}); check that they are PEM, belong together, and that "
+                    "KAFKA_SSL_KEY_PASSWORD_FILE holds the key's password if it is encrypted") from None
+        return context
+
+    def faust_credentials(self) -> Any:
+        """`broker_credentials=` for faust.App (None for PLAINTEXT). Faust hands them to its consumer, every
+        producer (transactional ones included) and the client that creates topics."""
+        import faust
+
+        if self.protocol == "PLAINTEXT":
+            return None
+        if self.protocol == "SSL":
+            return faust.SSLCredentials(self.ssl_context())
+        assert self.password is not None
+        credentials = faust.SASLCredentials(username=self.username, password=self.password.reveal(),
+                                            ssl_context=self.ssl_context(), mechanism=self.mechanism)
+        return credentials
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.uses_ssl:
+            kwargs["ssl_context"] = self.ssl_context()
+        if self.uses_sasl:
+            assert self.password is not None
+            kwargs.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
+                          sasl_plain_password=self.password.reveal())
+        return kwargs
+
+    def kafka_python_kwargs(self) -> dict[str, Any]:
+        """For kafka-python's KafkaProducer, KafkaConsumer and KafkaAdminClient."""
+        kwargs = self._client_kwargs()
+        if self.uses_ssl:
+            kwargs["ssl_check_hostname"] = self.check_hostname
+        return kwargs
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """For aiokafka's AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient."""
+        return self._client_kwargs()
+
+
+def security_from_env(environ: Mapping[str, str] | None = None) -> KafkaSecurity:
+    """Read and check the KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* variables."""
+    env = os.environ if environ is None else environ
+    protocol = (_get(env, "KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").strip().upper().replace("-", "_")
+    if protocol not in PROTOCOLS:
+        raise SecurityConfigError(f"KAFKA_SECURITY_PROTOCOL={env.get('KAFKA_SECURITY_PROTOCOL')!r} is not supported; "
+                                  f"use one of {', '.join(PROTOCOLS)}")
+    uses_sasl = protocol.startswith("SASL_")
+    uses_ssl = protocol in ("SSL", "SASL_SSL")
+
+    mechanism_raw = _get(env, "KAFKA_SASL_MECHANISM")
+    mechanism = (mechanism_raw or "SCRAM-SHA-512").strip().upper().replace("_", "-")
+    if mechanism not in MECHANISMS:
+        raise SecurityConfigError(f"KAFKA_SASL_MECHANISM={mechanism_raw!r} is not supported; use one of {', '.join(MECHANISMS)}")
+    username = _get(env, "KAFKA_SASL_USERNAME")
+    password = _secret(env, "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE")
+    key_password = _secret(env, "KAFKA_SSL_KEY_PASSWORD", "KAFKA_SSL_KEY_PASSWORD_FILE")
+    check_hostname = _flag(env, "KAFKA_SSL_CHECK_HOSTNAME", True)
+
+    if uses_sasl:
+        missing = [name for name, value in (("KAFKA_SASL_USERNAME", username),
+                                            ("KAFKA_SASL_PASSWORD_FILE (or KAFKA_SASL_PASSWORD)", password)) if value is None]
+        if missing:
+            raise SecurityConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
+        if protocol == "SASL_PLAINTEXT" and mechanism == "PLAIN":
+            raise SecurityConfigError("KAFKA_SASL_MECHANISM=PLAIN over KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT would send the "
+                                      "password in clear text; use SASL_SSL, or a SCRAM mechanism")
+    else:
+        stray = [name for name, value in (("KAFKA_SASL_USERNAME", username), ("KAFKA_SASL_PASSWORD", password),
+                                          ("KAFKA_SASL_MECHANISM", mechanism_raw)) if value is not None]
+        if stray:
+            raise SecurityConfigError(f"{', '.join(stray)} set but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL; "
+                                      "set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or unset them)")
+
+    ssl_names = ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE", "KAFKA_SSL_KEY_PASSWORD",
+                 "KAFKA_SSL_KEY_PASSWORD_FILE", "KAFKA_SSL_CHECK_HOSTNAME")
+    if not uses_ssl:
+        stray = [name for name in ssl_names if _get(env, name) is not None]
+        if stray:
+            raise SecurityConfigError(f"{', '.join(stray)} set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS; "
+                                      "set KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL (or unset them)")
+        return KafkaSecurity(protocol, mechanism if uses_sasl else None, username, password)
+
+    cafile = _existing_file(env, "KAFKA_SSL_CAFILE")
+    certfile = _existing_file(env, "KAFKA_SSL_CERTFILE")
+    keyfile = _existing_file(env, "KAFKA_SSL_KEYFILE")
+    if keyfile is not None and certfile is None:
+        raise SecurityConfigError("KAFKA_SSL_KEYFILE is set without KAFKA_SSL_CERTFILE; a client key needs its certificate")
+    if key_password is not None and certfile is None:
+        raise SecurityConfigError("a key password is set without KAFKA_SSL_CERTFILE; it only unlocks a client key")
+    security = KafkaSecurity(protocol, mechanism if uses_sasl else None, username, password, cafile, certfile, keyfile,
+                             key_password, check_hostname)
+    security.ssl_context()  # a wrong CA bundle, certificate or key is reported now, not at the first connection
+    return security
+
+
+AUTH_FAILURE_HINT = ("check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD_FILE (or KAFKA_SASL_PASSWORD) and KAFKA_SASL_MECHANISM "
+                     "against the user's SCRAM credentials on the cluster")
+
+
+def explain_connection_error(exc: BaseException, security: KafkaSecurity, bootstrap: str) -> str | None:
+    """A message for people when `exc` is an authentication or TLS failure (None otherwise). Never
+    includes a secret."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    refused = [e for e in chain if "Sasl" in type(e).__name__ or "Authentication" in type(e).__name__]
+    if refused:
+        said = str(refused[0]).strip()
+        return (f"Kafka at {bootstrap} refused authentication ({security.describe()}): {said or type(refused[0]).__name__}; "
+                f"{AUTH_FAILURE_HINT}")
+    unverified = [e for e in chain if isinstance(e, ssl.SSLCertVerificationError)]
+    if unverified:
+        return (f"the TLS certificate of Kafka at {bootstrap} could not be verified "
+                f"({unverified[0].verify_message or unverified[0]}; {security.describe()}): set KAFKA_SSL_CAFILE to the "
+                "PEM file of the CA that signed the brokers' certificates (and connect by a name or address the "
+                "certificate lists)")
+    return None
+
+
+class KafkaAccessError(RuntimeError):
+    """The brokers refused the credentials or the TLS handshake failed; the message says which setting to
+    check, and never contains a secret."""
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.strip().rpartition(":")
+    if not host:
+        return port.strip("[]"), 9092
+    return host.strip("[]"), int(port)
+
+
+def check_access(security: KafkaSecurity, bootstrap_servers: str, timeout_s: float = 20.0) -> None:
+    """With TLS or SASL configured, open one connection (TLS handshake and SASL authentication) to the
+    first bootstrap server that answers, and raise `KafkaAccessError` if it refuses us. Kafka clients
+    only retry and time out on a refused login ("Unable to bootstrap"); this says why. Servers that do
+    not answer are left to the clients' own retries."""
+    if security.protocol == "PLAINTEXT":
+        return
+    import asyncio
+
+    from aiokafka.conn import create_conn
+
+    async def attempt(host: str, port: int) -> None:
+        conn = await asyncio.wait_for(
+            create_conn(host, port, client_id="stream-app-access-check", request_timeout_ms=int(timeout_s * 1000),
+                        **security.aiokafka_kwargs()),
+            timeout_s)
+        conn.close()
+
+    for server in [s for s in bootstrap_servers.split(",") if s.strip()]:
+        try:
+            asyncio.run(attempt(*_host_port(server)))
+            return
+        except Exception as exc:  # noqa: BLE001 - only auth and TLS failures are turned into errors here
+            message = explain_connection_error(exc, security, server.strip())
+            if message is not None:
+                raise KafkaAccessError(message) from None
