@@ -155,3 +155,14 @@ def read_all(bootstrap: str, topic: str, idle_ms: int = 2000) -> list[Any]:
     rows = [None if m.value is None else json.loads(m.value) for m in consumer]
     consumer.close()
     return rows
+
+
+def population_independent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Transitions that depend only on each user's own events and the clock. RFM scores depend on the
+    population at each refresh, which the worker takes every `rfm.refresh_interval` of wall time and a
+    replay at every midnight of event time, so RFM transitions are compared by their own tests."""
+    return [row for row in rows if row is not None and row.get("segment") != "rfm"]
+
+
+def without_rfm(segments: dict[str, str]) -> dict[str, str]:
+    return {segment: member for segment, member in segments.items() if segment != "rfm"}

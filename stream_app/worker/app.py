@@ -7,6 +7,8 @@ Topology (docs/architecture.md):
                                  ├─> profiles table (rocksdb:// + changelog)
                                  └─> segments.transitions, segments.memberships, clickstream.dlq
     timer `clock_ticks` ─> <app>.clock-ticks (one tick per partition; drives idle clocks and timers)
+    timer `refresh_rfm_population` ─> <app>.rfm-population (each partition's RFM summary) ─> every worker
+                                 (task `follow_rfm_population` merges them; re-scoring happens at the next tick)
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..settings import Settings
+from . import metrics
 from .definitions import DefinitionsWatcher
 from .faust_fixes import robust_commit_transactions, start_stop_watchdog
-from .pipeline import SegmentationPipeline
+from .pipeline import SegmentationPipeline, now_ms
+from .population_exchange import PopulationExchange
 
 log = logging.getLogger(__name__)
 CLEAN_STOP_MARKER = "CLEAN_STOP"
@@ -70,6 +74,20 @@ def build_app(settings: Settings) -> faust.App:
             if tp.topic == settings.input_topic:
                 await producer.send(settings.ticks_topic, None, b"", tp.partition, None, None)
 
+    exchange = PopulationExchange(settings)
+
+    @app.task
+    async def follow_rfm_population() -> None:
+        await exchange.follow()
+
+    @app.timer(interval=1.0, name="refresh_rfm_population")
+    async def refresh_rfm_population() -> None:
+        # every rfm.refresh_interval: publish this worker's partition summaries, merge everyone's, and
+        # let each owned partition re-score its users at its next tick (in its own transaction)
+        if exchange.ready and pipeline.rfm_refresh_due(now_ms()):
+            await exchange.publish(app.producer, pipeline.rfm_summaries())
+            pipeline.set_population(exchange.merged())
+
     @app.timer(interval=settings.reload_interval_ms / 1000, name="reload_definitions")
     async def reload_definitions() -> None:
         changed = watcher.poll()
@@ -83,6 +101,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
         pipeline.forget_partitions()
+        metrics.ASSIGNED_PARTITIONS.set(sum(1 for tp in assigned if tp.topic == settings.input_topic))
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -15,6 +15,8 @@ EMIT_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
 )
 POPULATION = Gauge("stream_app_segment_population", "Users currently in each segment member", ["segment", "member"])
+ASSIGNED_PARTITIONS = Gauge("stream_app_assigned_input_partitions", "Input partitions this worker owns since the last rebalance")
+RFM_POPULATION = Gauge("stream_app_rfm_scored_customers", "Customers in the merged RFM population (all partitions, all workers)")
 CONSUMER_LAG = Gauge("stream_app_consumer_lag", "Input messages not yet processed, by partition", ["partition"])
 PARTITION_CLOCK = Gauge("stream_app_partition_clock_seconds", "Event-time clock of each partition (epoch seconds)", ["partition"])
 BATCH_SIZE = Histogram("stream_app_batch_size", "Input records per processed batch", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000))

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
 from ..engine import BatchResult, PartitionEngine, RawRecord
@@ -84,12 +85,30 @@ class SegmentationPipeline:
         self.last_offset: dict[int, int] = {}
         self.reevaluate: set[int] = set()
         self.loaded_at = now_ms()
+        self.rfm_population: Any = None
+        self.rfm_refresh: set[int] = set()  # partitions to re-score against rfm_population at their next tick
+        self.rfm_refreshed_at = 0
 
     def set_config(self, cfg: CatalogConfig) -> None:
         """New definitions: each partition decides every user again at its next tick, in its transaction."""
-        self.cfg = cfg
+        self.cfg = replace(cfg, rfm_population=self.rfm_population)
         self.loaded_at = now_ms()
         self.reevaluate = set(self.engines)
+
+    def rfm_refresh_due(self, wall_ms: int) -> bool:
+        if not self.cfg.rfm_enabled or not self.engines:
+            return False
+        return wall_ms - self.rfm_refreshed_at >= self.cfg.rfm_refresh_ms
+
+    def rfm_summaries(self) -> dict[int, Any]:
+        self.rfm_refreshed_at = now_ms()
+        return {partition: engine.rfm_summary() for partition, (engine, _view) in self.engines.items()}
+
+    def set_population(self, population: Any) -> None:
+        self.rfm_population = population
+        self.cfg = replace(self.cfg, rfm_population=population)
+        self.rfm_refresh = set(self.engines)
+        metrics.RFM_POPULATION.set(population.size)
 
     def forget_partitions(self) -> None:
         """After a rebalance every engine is rebuilt from the table on first use."""
@@ -142,6 +161,9 @@ class SegmentationPipeline:
             if partition in ticked and partition in self.reevaluate:
                 self.reevaluate.discard(partition)
                 await self._commit_result(partition, ticks_topic, view, engine.reevaluate_all(self.cfg, now_ms(), self.loaded_at))
+            if partition in ticked and partition in self.rfm_refresh and self.rfm_population is not None:
+                self.rfm_refresh.discard(partition)
+                await self._commit_result(partition, ticks_topic, view, engine.refresh_population(self.rfm_population, now_ms()))
             if partition in ticked:
                 metrics.CLOCK_TICKS.inc()
                 log.debug("tick p%d clock=%d due=%s", partition, engine.clock, engine.next_due())

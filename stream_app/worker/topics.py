@@ -9,6 +9,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from ..settings import Settings
+from .population_exchange import population_topic
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(settings.transitions_topic, n, rf),
         NewTopic(settings.memberships_topic, n, rf, topic_configs={"cleanup.policy": "compact"}),
         NewTopic(settings.dlq_topic, n, rf),
+        # one partition: every worker reads every partition's RFM summary (key = input partition)
+        NewTopic(population_topic(settings), 1, rf, topic_configs={"cleanup.policy": "compact"}),
     ]
 
 
