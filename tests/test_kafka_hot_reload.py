@@ -44,8 +44,35 @@ def test_definitions_hot_reload(kafka_bootstrap, tmp_path):
         assert rows[0]["to"] == "high_intent" and rows[0]["cause"]["type"] == "definitions"
         assert rows[0]["model_version"] != old_version and rows[0]["cause"]["version"] == rows[0]["model_version"]
         assert worker.metric_value("stream_app_definition_reloads_total", 'result="accepted"') == 1
+
+        # user-defined segments, added by editing the file: an event-driven one reading a property the
+        # catalog does not know, and a timer-driven "A not followed by B within N"
+        definitions.write_text(DEFAULTS_FILE.read_text().replace("threshold: 6", "threshold: 5") + CUSTOM)
+        wait_for(lambda: worker.metric_value("stream_app_definition_reloads_total", 'result="accepted"') == 2, 30, "the custom segments loaded")
+        now = int(time.time() * 1000)
+        later = [page("fan", "Pricing", now, campaign="spring"), page("fan", "Pricing", now + 1, campaign="autumn"),
+                 track("browser", "Product Viewed", now, product_id="p"),
+                 track("buyer", "Product Viewed", now, product_id="p"), track("buyer", "Product Added", now + 500, product_id="p")]
+        produce(kafka_bootstrap, names.input, [(e["userId"].encode(), encode(e)) for e in later])
+        custom = wait_for(lambda: (rows := [r for r in read_all(kafka_bootstrap, names.transitions) if r["segment"] in ("spring_fan", "browse_abandon")])
+                          and len(rows) >= 2 and rows, 60, "the user-defined segments' transitions")
+        time.sleep(3)  # nothing else may follow: the buyer added the product in time
+        custom = [r for r in read_all(kafka_bootstrap, names.transitions) if r["segment"] in ("spring_fan", "browse_abandon")]
+        assert sorted((r["user_id"], r["segment"], r["to"], r["cause"]["type"]) for r in custom) == [
+            ("browser", "browse_abandon", "browse_abandon", "timer"), ("fan", "spring_fan", "spring_fan", "event")]
+        worker.assert_alive()
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
+
+
+CUSTOM = """
+custom_segments:
+  - id: spring_fan
+    when: {count: {event: "page:Pricing", where: {campaign: spring}, window: 1d}, at_least: 1}
+  - id: browse_abandon
+    when:
+      not_followed_by: {event: Product Viewed, then: Product Added, within: 3s, window: 1h}
+"""
 
 
 def _safe(fn):

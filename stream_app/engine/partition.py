@@ -174,9 +174,10 @@ class PartitionEngine:
     def decode(self, records: Iterable[RawRecord], wall_ms: int) -> list[tuple[RawRecord, Event | InvalidEvent]]:
         """Each record with its validated event, or with the reason it is a dead letter."""
         decoded: list[tuple[RawRecord, Event | InvalidEvent]] = []
+        extra = self.cfg.custom.properties if self.cfg.custom is not None else frozenset()
         for record in records:
             try:
-                decoded.append((record, decode_event(record.value, wall_ms, self.max_event_bytes)))
+                decoded.append((record, decode_event(record.value, wall_ms, self.max_event_bytes, extra)))
             except InvalidEvent as invalid:
                 decoded.append((record, invalid))
         return decoded

@@ -129,7 +129,23 @@ def _text(value: str, where: str) -> str:
     return value
 
 
-def _kept_properties(props: dict[str, Any]) -> dict[str, Any]:
+def _extra_properties(props: dict[str, Any], names: frozenset[str], kept: dict[str, Any]) -> None:
+    """Properties that user-defined segments read: kept when they are plain scalars, ignored otherwise
+    (an odd value in a property the catalog does not know never makes the event a dead letter)."""
+    for key in names:
+        value = props.get(key)
+        if key in kept or value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                kept[key] = _text(value[:200], key)
+            except InvalidEvent:
+                continue
+        elif isinstance(value, bool) or (isinstance(value, (int, float)) and _plausible(value)):
+            kept[key] = value
+
+
+def _kept_properties(props: dict[str, Any], extra: frozenset[str] = frozenset()) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for key in KEPT_PROPERTIES:
         if key not in props:
@@ -148,10 +164,12 @@ def _kept_properties(props: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, str):
             value = _text(value[:200], f"properties.{key}")
         kept[key] = value
+    if extra:
+        _extra_properties(props, extra, kept)
     return kept
 
 
-def _decode(raw: bytes, wall_ms: int, max_bytes: int) -> Event:
+def _decode(raw: bytes, wall_ms: int, max_bytes: int, extra_properties: frozenset[str] = frozenset()) -> Event:
     """Decode and validate one message. Pure apart from reading the schema file once."""
     if len(raw) > max_bytes:
         raise InvalidEvent(
@@ -185,14 +203,15 @@ def _decode(raw: bytes, wall_ms: int, max_bytes: int) -> Event:
             name = ""
     props = doc.get("properties") or {}
     return Event(message_id=_text(doc["messageId"], "messageId"), user_id=_text(user_id, "userId"), type=kind,
-                 name=_text(name, "event name"), ts=ts, props=_kept_properties(props))
+                 name=_text(name, "event name"), ts=ts, props=_kept_properties(props, extra_properties))
 
 
-def decode_event(raw: bytes, wall_ms: int, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
+def decode_event(raw: bytes, wall_ms: int, max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 extra_properties: frozenset[str] = frozenset()) -> Event:
     """Decode and validate one message, or raise InvalidEvent. Nothing else escapes: an unforeseen error
     in validation is a dead letter too, so one message can never stop a worker."""
     try:
-        return _decode(raw, wall_ms, max_bytes)
+        return _decode(raw, wall_ms, max_bytes, extra_properties)
     except InvalidEvent:
         raise
     except Exception as exc:  # noqa: BLE001 - the promise is that bad input never crashes a worker

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..state.profile import Profile
-from . import cart, churn_risk, engagement, intent, lifecycle, predicted, promotions, rfm, saas, usage
+from . import cart, churn_risk, custom, engagement, intent, lifecycle, predicted, promotions, rfm, saas, usage
 from .config import CatalogConfig
 
 
@@ -38,7 +38,9 @@ RULES: tuple[Rule, ...] = (
     Rule(churn_risk.SEGMENT, churn_risk.membership, churn_risk.next_change, churn_risk.traits),
     Rule(predicted.CHURN, predicted.churn_membership, predicted.churn_next_change, predicted.traits),
     Rule(predicted.HIGH_VALUE, predicted.value_membership, predicted.value_next_change, predicted.traits),
+    Rule("custom", custom.memberships, custom.next_change, lambda profile, t, cfg: {}, parameterized=True),
 )
+BUILT_IN_IDS = frozenset(rule.segment for rule in RULES) | {"custom"}
 _BY_SEGMENT = {rule.segment: rule for rule in RULES}
 
 
@@ -61,5 +63,7 @@ def next_change(profile: Profile, cfg: CatalogConfig) -> int | None:
 
 
 def traits(segment: str, profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, Any]:
+    if cfg.custom is not None and segment in cfg.custom.ids:
+        return custom.traits(segment, profile, t, cfg)
     rule = _BY_SEGMENT.get(segment) or _BY_SEGMENT.get(segment.split(":", 1)[0])
     return rule.traits(profile, t, cfg) if rule is not None else {}

@@ -107,5 +107,7 @@ class CatalogConfig:
         ("hibernating", 2, 2, 1, 2),
         ("lost", 1, 1, 1, 2),
     )
+    # user-defined segments (segments/custom.py), compiled from the file's custom_segments list
+    custom: Any = None
     rfm_population: Any = None  # the merged RfmPopulation; None until the first refresh (not part of the version)
 

@@ -113,6 +113,7 @@ _SHAPE: dict[str, Any] = {
         "refresh_interval": _Field("rfm_refresh_ms", "duration"),
         "segments": _Field("rfm_rules", "rfm_rules"),
     },
+    "custom_segments": _Field("custom", "custom"),
     "high_predicted_value": {
         "enabled": _Field("high_value_enabled", "bool"),
         "top_share": _Field("high_value_top_share", "share"),
@@ -183,6 +184,11 @@ def _convert(path: str, where: str, field: _Field, node: yaml.Node) -> Any:
         shown = node.value if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
         return DefinitionError(path, node, f"{where}: expected {expected}, got {shown!r}")
 
+    if field.kind == "custom":
+        from .catalog import BUILT_IN_IDS
+        from .custom_definitions import compile_custom_segments
+
+        return compile_custom_segments(path, node, DefinitionError, _scalar, parse_duration, MAX_WINDOW_MS, set(BUILT_IN_IDS))
     if field.kind == "rfm_rules":
         return _rfm_rules(path, where, node)
     if field.kind == "weights":
@@ -303,6 +309,8 @@ def describe(config: CatalogConfig) -> list[tuple[str, str]]:
         for segment, r_low, r_high, fm_low, fm_high in config.rfm_rules:
             rows.append((f"rfm/{segment}", f"R in {r_low}..{r_high} and FM in {fm_low}..{fm_high} (orders in {days(config.rfm_window_ms)}, "
                                            f"scored against all customers)"))
+    if config.custom is not None:
+        rows.extend((segment.id, "user-defined (custom_segments)") for segment in config.custom.segments)
     if config.predicted_churn_enabled:
         rows.append(("predicted_churn", f">= {config.predicted_churn_min_orders} orders and P(alive) < {config.predicted_churn_p_alive_below:g} (needs a fitted model)"))
     if config.high_value_enabled:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bisect import insort
 
 from ..events import Event
+from ..segments import custom
 from ..segments.config import CatalogConfig
 from ..timeutil import utc_day
 from .profile import Profile
@@ -79,6 +80,8 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
     if weight:
         insort(profile.intent, [ts, weight])
     _add_engagement(profile, event, cfg)
+    if cfg.custom is not None:
+        custom.apply_event(profile, event, cfg.custom)
 
     if event.type != "track":
         return
@@ -235,6 +238,8 @@ def expire(profile: Profile, t: int, cfg: CatalogConfig) -> None:
                 profile.features[feature] = kept
             else:
                 del profile.features[feature]
+    if cfg.custom is not None or profile.extra:
+        custom.expire(profile, t, cfg.custom)
     seen_horizon = t - cfg.dedup_window_ms
     if profile.seen and min(profile.seen.values()) <= seen_horizon:
         profile.seen = {h: ts for h, ts in profile.seen.items() if ts > seen_horizon}

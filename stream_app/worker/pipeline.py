@@ -153,17 +153,19 @@ class SegmentationPipeline:
                 records[message.partition].append(RawRecord(message.value or b"", message.topic, message.partition, message.offset))
         for partition in sorted(set(records) | ticked):
             engine, view = self._engine(partition)
+            source = self.settings.input_topic if partition in records else ticks_topic
+            # changed definitions and a new RFM population take effect before the batch's events
+            if partition in self.reevaluate:
+                self.reevaluate.discard(partition)
+                await self._commit_result(partition, source, view, engine.reevaluate_all(self.cfg, now_ms(), self.loaded_at))
+            if partition in self.rfm_refresh and self.rfm_population is not None:
+                self.rfm_refresh.discard(partition)
+                await self._commit_result(partition, source, view, engine.refresh_population(self.rfm_population, now_ms()))
             if partition in records:
                 batch = records[partition]
                 metrics.BATCH_SIZE.observe(len(batch))
                 await self._commit_result(partition, self.settings.input_topic, view, engine.handle(batch, wall))
                 self.last_offset[partition] = batch[-1].offset
-            if partition in ticked and partition in self.reevaluate:
-                self.reevaluate.discard(partition)
-                await self._commit_result(partition, ticks_topic, view, engine.reevaluate_all(self.cfg, now_ms(), self.loaded_at))
-            if partition in ticked and partition in self.rfm_refresh and self.rfm_population is not None:
-                self.rfm_refresh.discard(partition)
-                await self._commit_result(partition, ticks_topic, view, engine.refresh_population(self.rfm_population, now_ms()))
             if partition in ticked:
                 metrics.CLOCK_TICKS.inc()
                 log.debug("tick p%d clock=%d due=%s", partition, engine.clock, engine.next_due())
