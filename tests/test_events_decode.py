@@ -89,3 +89,36 @@ def test_arbitrary_bytes_never_raise_anything_but_invalid_event(raw):
         decode_event(raw, NOW)
     except InvalidEvent:
         pass
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**63), st.floats(allow_nan=False), st.text(max_size=12),
+                    st.just(""), st.just("2026-01-01T00:00:00Z"), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@st.composite
+def _segment_like(draw):
+    doc = {}
+    for key, likely in (("type", st.sampled_from(["track", "page", "identify", "screen", "alias", "Track"])),
+                        ("messageId", st.text(min_size=0, max_size=300)), ("userId", st.text(max_size=5)),
+                        ("anonymousId", st.text(max_size=5)), ("timestamp", st.one_of(st.integers(-5, 2**45), st.text(max_size=45))),
+                        ("event", st.text(max_size=5)), ("name", st.text(max_size=5)), ("properties", st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)),
+                        ("traits", st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)), ("previousId", st.text(max_size=3))):
+        choice = draw(st.integers(0, 9))
+        if choice < 6:
+            doc[key] = draw(likely)
+        elif choice < 8:
+            doc[key] = draw(_values)
+    return doc
+
+
+@settings(max_examples=3000, deadline=None)
+@given(doc=_segment_like())
+def test_the_fast_validator_agrees_with_the_reference_validator(doc):
+    from stream_app.events.decode import _fast_validator, _validator
+
+    try:
+        _fast_validator()(doc)
+        fast = True
+    except Exception:
+        fast = False
+    assert fast == _validator().is_valid(doc), doc

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import msgpack
 from jsonschema import Draft202012Validator
 
@@ -101,7 +102,20 @@ def _parse_bytes(raw: bytes) -> Any:
         ) from None
 
 
+@lru_cache(maxsize=1)
+def _fast_validator() -> Any:
+    """The same schema compiled to Python by fastjsonschema: about 30 times faster than the reference
+    validator. It only ever accepts; a document it refuses goes to the reference validator, which
+    decides and explains (tests/test_events_decode.py checks that the two agree)."""
+    return fastjsonschema.compile(json.loads(SCHEMA_PATH.read_text()))
+
+
 def _schema_error(doc: Any) -> str | None:
+    try:
+        _fast_validator()(doc)
+        return None
+    except Exception:  # noqa: BLE001 - refused, or something odd: the reference validator decides
+        pass
     validator = _validator()
     try:
         if validator.is_valid(doc):
