@@ -142,9 +142,9 @@ class PartitionEngine:
             self.rfm_index[user_id] = (*value, profile.members.get(rfm.FAMILY))
 
     # -- RFM population ---------------------------------------------------------------------------
-    def rfm_summary(self) -> PartitionSummary:
+    def rfm_summary(self, reference: int | None = None) -> PartitionSummary:
         """This partition's scored users as sketches, for merging with the other partitions'."""
-        return PartitionSummary.build(((lo, f, m) for lo, f, m, _ in self.rfm_index.values()), self.clock)
+        return PartitionSummary.build(((lo, f, m) for lo, f, m, _ in self.rfm_index.values()), self.clock, reference)
 
     def refresh_population(self, population: Any, wall_ms: int) -> BatchResult:
         """A new merged population: every scored user is scored again; a changed name has cause `refresh`.

@@ -10,9 +10,10 @@ one bucket count as equal. With the default accuracy (0.05%), every whole number
 bucket of its own, so ranks of F are exact; M values closer than 0.1% to each other tie, and so do
 last orders closer than 0.1% of their recency (about 1.4 min at one day, 2 h at 100 days).
 
-Recency needs one reference moment for all partitions: a summary measures it from its reference, the
-partition clock rounded down to the hour, so summaries built within the same hour agree exactly; when
-partition clocks are hours apart (a backfill), R ranks err by that difference (docs/segments.md).
+Recency needs one reference moment for all partitions, since a sketch cannot be shifted: a worker
+measures every summary it builds from the newest partition clock it knows (its own partitions' and the
+clocks carried by everyone's latest summaries), rounded down to the hour. Workers therefore agree on
+the reference except around an hour boundary, when R ranks can err by up to an hour.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ class PartitionSummary:
         return int(self.frequency.count)
 
     @classmethod
-    def build(cls, values: Iterable[tuple[int, int, float]], clock: int, accuracy: float = RELATIVE_ACCURACY) -> "PartitionSummary":
-        reference = reference_for(clock)
+    def build(cls, values: Iterable[tuple[int, int, float]], clock: int, reference: int | None = None,
+              accuracy: float = RELATIVE_ACCURACY) -> "PartitionSummary":
+        """`reference`: the moment recency is measured from; every partition should use the same one
+        (the worker passes the newest partition clock it knows, rounded to the hour)."""
+        reference = reference_for(clock) if reference is None else reference
         recency, frequency, monetary = DDSketch(accuracy), DDSketch(accuracy), DDSketch(accuracy)
         for last_order, f, m in values:
             recency.add((reference - last_order) / SECOND_MS)

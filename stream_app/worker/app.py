@@ -85,7 +85,7 @@ def build_app(settings: Settings) -> faust.App:
         # every rfm.refresh_interval: publish this worker's partition summaries, merge everyone's, and
         # let each owned partition re-score its users at its next tick (in its own transaction)
         if exchange.ready and pipeline.rfm_refresh_due(now_ms()):
-            await exchange.publish(app.producer, pipeline.rfm_summaries())
+            await exchange.publish(app.producer, pipeline.rfm_summaries(exchange.newest_clock()))
             pipeline.set_population(exchange.merged())
 
     @app.timer(interval=settings.reload_interval_ms / 1000, name="reload_definitions")

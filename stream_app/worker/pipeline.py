@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 
 from ..engine import BatchResult, PartitionEngine, RawRecord
 from ..segments.config import CatalogConfig
+from ..segments.rfm_population import reference_for
 from ..settings import Settings
 from ..timeutil import format_timestamp, parse_timestamp
 from . import metrics
@@ -100,9 +101,13 @@ class SegmentationPipeline:
             return False
         return wall_ms - self.rfm_refreshed_at >= self.cfg.rfm_refresh_ms
 
-    def rfm_summaries(self) -> dict[int, Any]:
+    def rfm_summaries(self, known_clock: int = 0) -> dict[int, Any]:
+        """Summaries of the owned partitions, all measured from one reference: the newest partition
+        clock known (``known_clock`` covers other workers' partitions), rounded down to the hour."""
         self.rfm_refreshed_at = now_ms()
-        return {partition: engine.rfm_summary() for partition, (engine, _view) in self.engines.items()}
+        newest = max([known_clock, *(engine.clock for engine, _view in self.engines.values())])
+        reference = reference_for(newest)
+        return {partition: engine.rfm_summary(reference) for partition, (engine, _view) in self.engines.items()}
 
     def set_population(self, population: Any) -> None:
         self.rfm_population = population

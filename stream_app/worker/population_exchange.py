@@ -43,6 +43,9 @@ class PopulationExchange:
             self.latest[partition] = summary
             await producer.send(self.topic, str(partition).encode(), summary.to_bytes(), 0, None, None)
 
+    def newest_clock(self) -> int:
+        return max((summary.clock for summary in self.latest.values()), default=0)
+
     def merged(self) -> RfmPopulation:
         return RfmPopulation(self.latest)
 
