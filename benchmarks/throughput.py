@@ -60,7 +60,7 @@ PEERS = REPO / "benchmarks" / "peers"
 COMPARED = ("cart_abandoner", "high_intent", "lifecycle")
 PARTITIONS = 6
 PRESETS = {  # users (the generator makes about 11.4 events per user), latency phase seconds, scaling sizes
-    "smoke": dict(users=2_000, latency_s=3, scaling=(1_000, 2_000, 5_000), scaling_active=500),
+    "smoke": dict(users=1_000, latency_s=3, quiet_s=7, timer_interval=1.0, scaling=(1_000, 2_000, 5_000), scaling_active=500),
     "small": dict(users=10_000, latency_s=8, scaling=(2_000, 10_000, 50_000), scaling_active=2_000),
     "default": dict(users=100_000, latency_s=15, scaling=(10_000, 100_000, 1_000_000), scaling_active=20_000),
     "large": dict(users=400_000, latency_s=20, scaling=(10_000, 100_000, 1_000_000), scaling_active=40_000),
@@ -225,7 +225,8 @@ class Bench:
     input_topic: str
     tag: str
     expected_total: int = 0
-    latency_topics_rows: int = 0
+    quiet_s: float = 10.0  # "done" = every input offset committed and no new transition for this long
+    timer_interval: float = 5.0  # the textbook Faust peer's app.timer interval
 
     def system_env(self, key: str) -> tuple[list[str], dict[str, str], str, str, Path]:
         """(command, env, group id, transitions topic, state dir) of a system."""
@@ -247,6 +248,7 @@ class Bench:
         env.update(BENCH_BOOTSTRAP=self.bootstrap, BENCH_APP_ID=app_id, BENCH_INPUT=self.input_topic, BENCH_TRANSITIONS=transitions,
                    BENCH_PARTITIONS=str(PARTITIONS), BENCH_DATA_DIR=str(data), BENCH_WEB_PORT=str(free_port()))
         if key == "c":
+            env["BENCH_TIMER_INTERVAL"] = str(self.timer_interval)
             return [sys.executable, str(PEERS / "textbook_faust.py"), "worker", "-l", "warn"], env, app_id, transitions, data
         return [sys.executable, str(PEERS / "quix_app.py")], env, app_id, transitions, data
 
@@ -262,8 +264,9 @@ class Bench:
         run.events, run.seconds, run.rate, run.done_seconds, run.rss_peak = result["events"], result["seconds"], result["rate"], result["seconds"], rss.peak
         return run
 
-    def run_system(self, key: str, latency_s: float, quiet_s: float = 10.0, timeout_s: float = 7200, stall_s: float = 180) -> Run:
+    def run_system(self, key: str, latency_s: float, timeout_s: float = 7200, stall_s: float = 180) -> Run:
         run = Run(key)
+        quiet_s = self.quiet_s
         cmd, env, group, transitions, data = self.system_env(key)
         create_topics(self.bootstrap, [transitions] + ([f"{group}-timers"] if key == "c" else []))
         reader = TransitionReader(self.bootstrap, transitions)
@@ -567,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         events = generate(args.seed, users, end - 10 * DAY_MS, 10 * DAY_MS)
         log(f"producing {len(events):,} msgpack events to {input_topic}")
         produce_backfill(bootstrap, input_topic, events)
-        bench = Bench(bootstrap, work, input_topic, tag, expected_total=len(events))
+        bench = Bench(bootstrap, work, input_topic, tag, expected_total=len(events), quiet_s=preset.get("quiet_s", 10.0),
+                      timer_interval=preset.get("timer_interval", 5.0))
         del events
         runs: dict[str, Run] = {}
         latency_s = 0 if args.no_latency else preset["latency_s"]

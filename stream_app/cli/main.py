@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fit_arguments(sub)
 
+    sub.add_parser("bench", add_help=False, help="the throughput benchmark against raw consumption, Faust and Quix "
+                                                 "(benchmarks/throughput.py; needs the bench extra)")
+
     gen = sub.add_parser("generate", help="write a seeded synthetic clickstream as JSON lines")
     gen.add_argument("--users", type=int, default=1000)
     gen.add_argument("--days", type=int, default=14)
@@ -254,7 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _bench(argv: list[str]) -> int:
+    """`stream-app bench ARGS` = `python benchmarks/throughput.py ARGS` (a checkout with the bench extra)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
+    if not script.exists():
+        print(f"error: {script} not found: the benchmark runs from a source checkout", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, str(script), *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     from ..kafka_security import KafkaAccessError
 

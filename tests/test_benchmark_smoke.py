@@ -1,0 +1,38 @@
+"""The throughput benchmark (benchmarks/throughput.py, issue #3) end to end on the session broker, smoke
+preset: raw limit, our worker, textbook Faust and Quix Streams over the same input. No timing
+assertions: the systems must agree on the cart/intent/lifecycle transitions and produce some."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_smoke_preset_systems_agree(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("quixstreams", reason="the bench extra: pip install -e '.[bench]'")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    status = throughput.main(["--preset", "smoke", "--no-latency", "--out", str(tmp_path)])
+
+    result = json.loads((tmp_path / "smoke.json").read_text())
+    runs = result["runs"]
+    assert status == 0, result["table"]
+    assert result["agree"] is True
+    assert runs["a"]["events"] == result["events"] > 0
+    for key in ("b", "c", "d"):
+        assert sum(runs[key]["counts"].values()) > 0, key
+        assert runs[key]["counts"] == runs["b"]["counts"], key
+    assert runs["b"]["counts"]["lifecycle: None -> new_lead"] == result["users"]
+    assert runs["b"]["counts"].get("cart_abandoner: None -> cart_abandoner", 0) > 0
