@@ -24,12 +24,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..settings import Settings
 from . import metrics
 from .definitions import DefinitionsWatcher
-from .faust_fixes import robust_commit_transactions, start_stop_watchdog
+from .faust_fixes import highwaters_from_the_broker, robust_commit_transactions, start_stop_watchdog
 from .pipeline import SegmentationPipeline, now_ms
 from .population_exchange import PopulationExchange
 
 log = logging.getLogger(__name__)
 CLEAN_STOP_MARKER = "CLEAN_STOP"
+# RocksDB memory per table partition, bounded. Faust's defaults (3 write buffers of 64 MiB and a 2 GiB
+# block cache, for every partition) let the worker's RSS grow for as long as it runs (benchmarks/soak.py)
+ROCKSDB_OPTIONS = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "target_file_size_base": 16 << 20,
+                   "block_cache_size": 32 << 20}
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -56,7 +60,8 @@ def build_app(settings: Settings) -> faust.App:
         broker_credentials=settings.kafka_security.faust_credentials(),
     )
     source = app.topic(settings.input_topic, settings.ticks_topic, key_serializer="raw", value_serializer="raw")
-    profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None)
+    profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None,
+                         options=dict(ROCKSDB_OPTIONS))
     watcher = DefinitionsWatcher(settings)
     pipeline = SegmentationPipeline(app, settings, profiles, watcher.config)
 
@@ -145,6 +150,7 @@ def run_worker(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)
     robust_commit_transactions(app.producer)
+    highwaters_from_the_broker()
     _discard_state_after_unclean_stop(settings, Path(app.conf.tabledir))
     worker = _Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.stop_grace_s = settings.stop_grace_s

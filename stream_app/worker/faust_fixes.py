@@ -70,3 +70,21 @@ async def send_in_one_transaction(producer: Any, transactional_id: str,
         raise RuntimeError(f"no transactional producer for {transactional_id}; is the partition still assigned?")
     async with lock:
         return [await transactional.send(topic, value, key=key, partition=partition) for topic, key, value, partition in records]
+
+
+def highwaters_from_the_broker() -> None:
+    """Ask the broker for the changelog high-water marks that decide table recovery.
+
+    Under exactly-once, faust-streaming 0.15 takes them from aiokafka's cached last stable offset, which
+    is unknown (None, read as -1) until the consumer has fetched from that partition. Right after a
+    rebalance or a broker restart, recovery then believes a changelog partition is empty: it restores
+    nothing, or, when the local store already has an offset, it raises `ConsistencyError` ("persisted
+    offset ... is higher than the last offset in that topic (highwater) (388 > -1)") and the worker
+    stops (seen when a second worker takes partitions back, tests/test_kafka_faults.py). ListOffsets
+    with the consumer's read_committed isolation returns the same last stable offset, from the broker."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    async def _highwaters(self: Any, partitions: Any) -> Mapping[Any, int]:
+        return await self._ensure_consumer().end_offsets(list(partitions))
+
+    AIOKafkaConsumerThread._highwaters = _highwaters

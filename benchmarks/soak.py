@@ -1,0 +1,254 @@
+"""Soak: steady load against the real worker on a real broker for a long time, recording the worker's
+RSS (from /proc), the consumer group's lag and the event-to-transition latency to a CSV, with a plot.
+
+    .venv/bin/python benchmarks/soak.py [--minutes 30] [--rate 200] [--users 20000] [--interval 10]
+                                        [--csv soak.csv] [--png soak.png]
+
+Traffic: `--rate` events/s with event time = now, from a fixed pool of `--users` users (page views,
+product views, carts, checkouts, orders, sign-ins), so the number of profiles stops growing after the
+first minutes. Latency = the wall time a read_committed consumer receives a transition caused by an
+event minus the event's timestamp (it includes the 5 s lateness allowance and the transaction commit
+interval). RSS is flat when every sample after the warm-up is within 10% of the first minute after it.
+Exit status 0 when RSS is flat and the lag did not grow, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+from reliability_harness import Bench, Worker, group_lag
+
+from stream_app.timeutil import format_timestamp, parse_timestamp
+
+EVENTS = (  # (weight, type, name)
+    (40, "track", "Product Viewed"),
+    (15, "page", "Home"),
+    (8, "page", "Pricing"),
+    (10, "track", "Product Added"),
+    (6, "track", "Checkout Started"),
+    (5, "track", "Order Completed"),
+    (8, "track", "Signed In"),
+    (4, "track", "Product Removed"),
+    (4, "track", "Product List Viewed"),
+)
+
+
+class Load(threading.Thread):
+    def __init__(self, bench: Bench, rate: int, users: int, seed: int) -> None:
+        super().__init__(daemon=True)
+        from kafka import KafkaProducer
+
+        self.producer = KafkaProducer(bootstrap_servers=bench.bootstrap, linger_ms=20, acks=1)
+        self.topic = bench.settings.input_topic
+        self.rate = rate
+        self.users = users
+        self.rng = random.Random(seed)
+        self.sent = 0
+        self.stopping = threading.Event()
+        self.weights = [w for w, _, _ in EVENTS]
+
+    def event(self, now: int) -> tuple[bytes, bytes]:
+        user = f"soak-{self.rng.randrange(self.users):06d}"
+        _, kind, name = self.rng.choices(EVENTS, self.weights)[0]
+        self.sent += 1
+        body: dict = {"type": kind, "userId": user, "messageId": f"m-{self.sent}", "timestamp": format_timestamp(now)}
+        if kind == "track":
+            body["event"] = name
+            props: dict = {"product_id": f"sku-{self.rng.randrange(60):03d}"}
+            if name == "Order Completed":
+                props = {"order_id": f"o-{self.sent}", "revenue": round(self.rng.uniform(5, 300), 2)}
+            body["properties"] = props
+        else:
+            body["name"] = name
+            body["properties"] = {"path": "/" + name.lower()}
+        return user.encode(), json.dumps(body).encode()
+
+    def run(self) -> None:
+        tick = 0.05
+        per_tick = self.rate * tick
+        owed = 0.0
+        next_at = time.monotonic()
+        while not self.stopping.is_set():
+            owed += per_tick
+            now = int(time.time() * 1000)
+            while owed >= 1:
+                key, value = self.event(now)
+                self.producer.send(self.topic, key=key, value=value)
+                owed -= 1
+            next_at += tick
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        self.producer.flush()
+        self.producer.close()
+
+
+class Latency(threading.Thread):
+    """Reads the transitions (read_committed) and keeps receive time minus event time of event-caused ones."""
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__(daemon=True)
+        from kafka import KafkaConsumer
+
+        self.consumer = KafkaConsumer(bench.settings.transitions_topic, bootstrap_servers=bench.bootstrap, group_id=None,
+                                      auto_offset_reset="earliest", isolation_level="read_committed")
+        self.lock = threading.Lock()
+        self.window: list[float] = []
+        self.total = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            batch = self.consumer.poll(timeout_ms=500)
+            received = time.time() * 1000
+            with self.lock:
+                for records in batch.values():
+                    for message in records:
+                        self.total += 1
+                        row = json.loads(message.value)
+                        if row["cause"]["type"] == "event":
+                            self.window.append(received - parse_timestamp(row["at"]))
+        self.consumer.close()
+
+    def take(self) -> list[float]:
+        with self.lock:
+            taken, self.window = self.window, []
+        return taken
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def plot(rows: list[dict], png: Path, warmup_s: float, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r["t_s"] / 60 for r in rows]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    axes[0].plot(t, [r["rss_mb"] for r in rows], color="tab:blue")
+    axes[0].set_ylabel("worker RSS (MiB)")
+    axes[0].set_ylim(bottom=0)
+    axes[1].plot(t, [r["lag"] for r in rows], color="tab:orange")
+    axes[1].set_ylabel("consumer lag (records)")
+    axes[1].set_ylim(bottom=0)
+    axes[2].plot(t, [r["lat_p50_ms"] / 1000 for r in rows], label="p50")
+    axes[2].plot(t, [r["lat_p99_ms"] / 1000 for r in rows], label="p99")
+    axes[2].set_ylabel("event → transition (s)")
+    axes[2].set_ylim(bottom=0)
+    axes[2].legend(loc="upper right")
+    axes[2].set_xlabel("minutes")
+    for ax in axes:
+        ax.axvline(warmup_s / 60, color="grey", linestyle=":", linewidth=1)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--rate", type=int, default=200, help="events per second")
+    parser.add_argument("--users", type=int, default=20000, help="size of the user pool")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds of warm-up (default: 10%% of the run, at least 60)")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--csv", type=Path, default=None)
+    parser.add_argument("--png", type=Path, default=None)
+    args = parser.parse_args()
+    duration = args.minutes * 60
+    warmup = args.warmup if args.warmup is not None else max(60.0, duration * 0.1)
+
+    bench = Bench("soak", partitions=args.partitions)
+    csv_path = args.csv or bench.work / "soak.csv"
+    png_path = args.png or bench.work / "soak.png"
+    print(f"work folder {bench.work}; broker {bench.bootstrap}; {args.rate} ev/s from {args.users} users for {args.minutes} min",
+          flush=True)
+    worker = Worker(bench, bench.work / "worker")
+    load = Load(bench, args.rate, args.users, args.seed)
+    latency = Latency(bench)
+    rows: list[dict] = []
+    try:
+        deadline = time.monotonic() + 90
+        while worker.metric("stream_app_clock_ticks_total") == 0:  # partitions assigned and ticking
+            if time.monotonic() > deadline or not worker.alive():
+                print(f"the worker did not start; see {worker.log_path}")
+                return 1
+            time.sleep(1)
+        latency.start()
+        load.start()
+        started = time.monotonic()
+        fields = ["t_s", "rss_mb", "lag", "produced", "transitions_read", "events_consumed", "lat_n", "lat_p50_ms",
+                  "lat_p99_ms", "lat_max_ms"]
+        with open(csv_path, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=fields)
+            writer.writeheader()
+            while (elapsed := time.monotonic() - started) < duration:
+                time.sleep(max(0.0, args.interval - (time.monotonic() - started) % args.interval))
+                if not worker.alive():
+                    print(f"the worker exited with {worker.proc.returncode}; see {worker.log_path}")
+                    return 1
+                window = latency.take()
+                row = {"t_s": round(time.monotonic() - started, 1), "rss_mb": round(worker.rss_mb(), 1),
+                       "lag": group_lag(bench.bootstrap, bench.settings.app_id, bench.settings.input_topic),
+                       "produced": load.sent, "transitions_read": latency.total,
+                       "events_consumed": int(worker.metric("stream_app_events_consumed_total")), "lat_n": len(window),
+                       "lat_p50_ms": round(percentile(window, 0.5)) if window else float("nan"),
+                       "lat_p99_ms": round(percentile(window, 0.99)) if window else float("nan"),
+                       "lat_max_ms": round(max(window)) if window else float("nan")}
+                if row["lag"] is None:
+                    row["lag"] = float("nan")
+                rows.append(row)
+                writer.writerow(row)
+                out.flush()
+                print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    finally:
+        load.stopping.set()
+        latency.stopping.set()
+        code = worker.stop()
+        bench.close()
+        print(f"worker stopped with {code}; log {worker.log_path}")
+
+    after = [r for r in rows if r["t_s"] >= warmup]
+    if len(after) < 2:
+        print("too short to judge (no samples after the warm-up)")
+        return 1
+    first_minute = [r["rss_mb"] for r in after if r["t_s"] < after[0]["t_s"] + 60]
+    base = statistics.median(first_minute)
+    rss = [r["rss_mb"] for r in after]
+    worst = max(abs(v - base) / base for v in rss)
+    last_minute = [r["rss_mb"] for r in after if r["t_s"] > rows[-1]["t_s"] - 60]
+    lags = [r["lag"] for r in after if r["lag"] == r["lag"]]
+    lat = [r for r in after if r["lat_n"]]
+    p50 = statistics.median(r["lat_p50_ms"] for r in lat) if lat else float("nan")
+    p99 = max(r["lat_p99_ms"] for r in lat) if lat else float("nan")
+    flat = worst <= 0.10
+    lag_ok = bool(lags) and statistics.median(lags[-max(1, len(lags) // 5):]) <= max(10 * args.rate, 2 * statistics.median(lags))
+    title = (f"soak: {args.rate} ev/s, {args.users} users, {args.minutes:g} min; RSS {base:.0f} → {statistics.median(last_minute):.0f} MiB "
+             f"(max dev {worst:.1%})")
+    plot(rows, png_path, warmup, title)
+    print(f"samples {len(rows)}; warm-up {warmup:.0f} s; events produced {load.sent}, consumed {rows[-1]['events_consumed']}; "
+          f"transitions read {latency.total}")
+    print(f"RSS after warm-up: first minute {base:.1f} MiB, last minute {statistics.median(last_minute):.1f} MiB, "
+          f"min {min(rss):.1f}, max {max(rss):.1f}, largest deviation {worst:.1%} -> {'FLAT' if flat else 'NOT FLAT'} (limit 10%)")
+    print(f"lag after warm-up: median {statistics.median(lags) if lags else float('nan'):.0f}, max {max(lags) if lags else float('nan'):.0f} records")
+    print(f"event -> transition latency: median of per-sample p50 {p50:.0f} ms, worst per-sample p99 {p99:.0f} ms")
+    print(f"csv {csv_path}; plot {png_path}")
+    return 0 if flat and lag_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
