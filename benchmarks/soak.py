@@ -196,7 +196,7 @@ def main() -> int:
         with open(csv_path, "w", newline="") as out:
             writer = csv.DictWriter(out, fieldnames=fields)
             writer.writeheader()
-            while (elapsed := time.monotonic() - started) < duration:
+            while time.monotonic() - started < duration:
                 time.sleep(max(0.0, args.interval - (time.monotonic() - started) % args.interval))
                 if not worker.alive():
                     print(f"the worker exited with {worker.proc.returncode}; see {worker.log_path}")
