@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
 SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS
@@ -46,7 +47,12 @@ def parse_timestamp(value: object) -> int:
 def format_timestamp(millis: int) -> str:
     """ISO-8601 UTC with milliseconds and a Z, as in the transition contract."""
     seconds, ms = divmod(int(millis), 1000)
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
+    return f"{_second_text(seconds)}.{ms:03d}Z"
+
+
+@lru_cache(maxsize=8192)
+def _second_text(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def utc_day(millis: int) -> int:

@@ -54,6 +54,7 @@ class BatchResult:
     memberships: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # None = tombstone
     dead_letters: list[tuple[RawRecord, InvalidEvent]] = field(default_factory=list)
     writes: dict[str, bytes | None] = field(default_factory=dict)  # None = delete
+    transition_times: list[int] = field(default_factory=list)  # each transition's `at`, epoch ms (metrics)
     counts: Counter = field(default_factory=Counter)  # "type:<t>", "duplicate", "late", "dropped_dormant"
     clock: int = 0
 
@@ -282,6 +283,7 @@ class PartitionEngine:
     def _finish(self, batch: _Batch, result: BatchResult, wall_ms: int) -> BatchResult:
         cfg = self.cfg
         result.transitions = [to_record(c, wall_ms, cfg.historical_after_ms, cfg.version) for c in batch.changes]
+        result.transition_times = [c.at for c in batch.changes]
         for user_id, profile in batch.profiles.items():
             result.writes[user_id] = encode_profile(profile)
             self._index_rfm(user_id, profile)

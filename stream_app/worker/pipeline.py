@@ -24,7 +24,7 @@ from ..engine import BatchResult, PartitionEngine, RawRecord
 from ..segments.config import CatalogConfig
 from ..segments.rfm_population import reference_for
 from ..settings import Settings
-from ..timeutil import format_timestamp, parse_timestamp
+from ..timeutil import format_timestamp
 from . import metrics
 from .faust_fixes import send_in_one_transaction
 
@@ -173,7 +173,8 @@ class SegmentationPipeline:
                 self.last_offset[partition] = batch[-1].offset
             if partition in ticked:
                 metrics.CLOCK_TICKS.inc()
-                log.debug("tick p%d clock=%d due=%s", partition, engine.clock, engine.next_due())
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("tick p%d clock=%d due=%s", partition, engine.clock, engine.next_due())
                 await self._commit_result(partition, ticks_topic, view, engine.tick(now_ms(), self._caught_up(partition)))
             metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
         self._update_lag(set(records) | ticked)
@@ -239,7 +240,9 @@ class SegmentationPipeline:
                 population[(record["segment"], record["from"])] -= 1
             if record["to"] is not None:
                 population[(record["segment"], record["to"])] += 1
-            metrics.EMIT_LATENCY.observe(max(0.0, (parse_timestamp(record["emitted_at"]) - parse_timestamp(record["at"])) / 1000))
+        emitted = now_ms()
+        for at in result.transition_times:
+            metrics.EMIT_LATENCY.observe(max(0.0, (emitted - at) / 1000))
 
     def _caught_up(self, partition: int) -> bool:
         """True when every input record of the partition that Kafka has is processed (lag 0)."""
