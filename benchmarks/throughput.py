@@ -463,6 +463,7 @@ def scaling(bench_factory: Any, sizes: tuple[int, ...], active: int, seed: int, 
     now = int(time.time() * 1000)
     for tracked in sizes:
         bench: Bench = bench_factory(f"scale{tracked}")
+        bench.work.mkdir(parents=True, exist_ok=True)  # its own state directory per point
         create_topics(bench.bootstrap, [bench.input_topic])
         preload_at = now - 100 * DAY_MS
         events = generate(seed, active, now - 90 * DAY_MS, 10 * DAY_MS)
@@ -598,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "runs": {k: vars(v) for k, v in runs.items()}, "agree": agree, "table": table}
         if args.scaling:
             log("--- scaling")
-            result["scaling"] = scaling(lambda name: Bench(bootstrap, work, f"bench-{name}-{tag}", f"{name}-{tag}"),
+            result["scaling"] = scaling(lambda name: Bench(bootstrap, work / name, f"bench-{name}-{tag}", f"{name}-{tag}"),
                                         preset["scaling"], args.scaling_active or preset["scaling_active"], args.seed, args.out)
         (args.out / f"{args.preset}.json").write_text(json.dumps(result, indent=2, default=str))
         log(f"results in {args.out / (args.preset + '.json')}")
