@@ -59,8 +59,9 @@ class PartitionStoreView:
     def changelog_topic(self) -> str:
         return self.table.changelog_topic.get_topic_name()
 
-    def write_local(self, writes: dict[str, bytes | None], changelog_offset: int | None) -> None:
-        """Apply one batch's profile writes to the local RocksDB partition, after the changelog has them."""
+    def write_local(self, writes: dict[str, bytes | None], changelog_offset: int | None = None) -> None:
+        """Apply one batch's profile writes to the local RocksDB partition (once they are in the
+        partition's transaction), and record the changelog offset Kafka acknowledged, when known."""
         db = self.db
         for key, value in writes.items():
             raw_key = key.encode("utf-8", "surrogatepass")
@@ -89,6 +90,7 @@ class SegmentationPipeline:
         self.rfm_population: Any = None
         self.rfm_refresh: set[int] = set()  # partitions to re-score against rfm_population at their next tick
         self.rfm_refreshed_at = 0
+        self._in_flight: list[tuple[PartitionStoreView, list[Any], int]] = []
 
     def set_config(self, cfg: CatalogConfig) -> None:
         """New definitions: each partition decides every user again at its next tick, in its transaction."""
@@ -177,20 +179,34 @@ class SegmentationPipeline:
                     log.debug("tick p%d clock=%d due=%s", partition, engine.clock, engine.next_due())
                 await self._commit_result(partition, ticks_topic, view, engine.tick(now_ms(), self._caught_up(partition)))
             metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
+        await self._confirm()
         self._update_lag(set(records) | ticked)
 
     async def _commit_result(self, partition: int, source_topic: str, view: PartitionStoreView, result: BatchResult) -> None:
-        changelog_offset = await self._produce(partition, source_topic, view, result)
-        view.write_local(result.writes, changelog_offset)
+        """Hand a result's records to the partition's transaction and apply its profile writes locally
+        (the next step on this partition reads them). Kafka's acknowledgements are awaited once per
+        batch, for all partitions together, in `_confirm`."""
+        futures, outputs = await self._produce(partition, source_topic, view, result)
+        view.write_local(result.writes)
+        self._in_flight.append((view, futures, outputs))
         self._observe(partition, result)
+
+    async def _confirm(self) -> None:
+        """Wait until Kafka has every record of this batch; then record each changelog's offset."""
+        pending, self._in_flight = self._in_flight, []
+        acknowledged = await asyncio.gather(*(asyncio.gather(*futures) for _view, futures, _outputs in pending))
+        for (view, _futures, outputs), metadata in zip(pending, acknowledged):
+            offset = max((m.offset for m in metadata[outputs:]), default=None)
+            if offset is not None:
+                view.write_local({}, offset)
 
     def _transactional_id(self, topic: str, partition: int) -> str:
         group = self.app.assignor.group_for_topic(topic)
         return f"{self.app.conf.id}-{group}-{partition}"
 
-    async def _produce(self, partition: int, source_topic: str, view: PartitionStoreView, result: BatchResult) -> int | None:
-        """Send a batch's outputs and its changelog records in the source partition's transaction and
-        wait until Kafka has them. Returns the highest changelog offset written."""
+    async def _produce(self, partition: int, source_topic: str, view: PartitionStoreView, result: BatchResult) -> tuple[list[Any], int]:
+        """Send a batch's outputs and its changelog records in the source partition's transaction.
+        Returns the delivery futures and how many of them are outputs (the rest are changelog)."""
         producer = self.app.producer
         settings = self.settings
         tid = self._transactional_id(source_topic, partition)
@@ -215,8 +231,7 @@ class SegmentationPipeline:
         for key, value in result.writes.items():
             records.append((changelog, key.encode("utf-8", "surrogatepass"), value, partition))
         futures = await send_in_one_transaction(producer, tid, records)
-        metadata = await asyncio.gather(*futures)
-        return max((m.offset for m in metadata[outputs:]), default=None)
+        return futures, outputs
 
     def _observe(self, partition: int, result: BatchResult) -> None:
         counts = result.counts
