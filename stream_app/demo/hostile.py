@@ -98,6 +98,7 @@ def _malformed_makers(now: int) -> list[tuple[str, Callable[[random.Random, dict
         ("invalid_utf8", bad_utf8),
         ("lone_surrogate_event_name", lone_surrogate_name),
         ("not_an_object", not_an_object),
+        ("oversize", oversize),
         ("missing_user_id", with_(userId=_DROP)),
         ("empty_user_id", with_(userId="")),
         ("user_id_wrong_type", with_(userId=lambda rng: rng.choice((42, 4.5, True, ["u"], {"id": "u"})))),

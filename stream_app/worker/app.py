@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka.errors import ProducerFenced
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..settings import Settings
 from . import metrics
 from .definitions import DefinitionsWatcher
-from .faust_fixes import highwaters_from_the_broker, robust_commit_transactions, start_stop_watchdog
+from .faust_fixes import commit_open_transactions, highwaters_from_the_broker, robust_commit_transactions, start_stop_watchdog
 from .pipeline import SegmentationPipeline, now_ms
 from .population_exchange import PopulationExchange
 
@@ -68,7 +69,14 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(source, name="segment_events")
     async def segment_events(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-            await pipeline.process(events)
+            try:
+                await pipeline.process(events)
+            except ProducerFenced as exc:
+                # Faust would restart the agent with the same fenced producer, for ever (seen after a broker
+                # restart, tests/test_kafka_faults.py): stop the worker instead (status 70, restarted by its
+                # supervisor, state restored from the changelog)
+                await app.crash(exc)
+                raise
 
     @app.timer(interval=settings.tick_interval_ms / 1000, name="clock_ticks")
     async def clock_ticks() -> None:
@@ -101,6 +109,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        await commit_open_transactions(app.producer)
         pipeline.forget_partitions()
 
     @app.on_partitions_assigned.connect
@@ -159,3 +168,7 @@ def run_worker(settings: Settings) -> None:
     finally:
         if not app.crashed:
             (settings.data_dir / CLEAN_STOP_MARKER).write_text("clean\n")
+        else:  # Faust can exit 0 after a crash; a supervisor must see a failure and start the worker again
+            log.error("the worker crashed (%r); exiting with status 70; the next start restores the state from the changelog",
+                      getattr(app, "_crash_reason", None))
+            raise SystemExit(70)

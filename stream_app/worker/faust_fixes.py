@@ -88,3 +88,36 @@ def highwaters_from_the_broker() -> None:
         return await self._ensure_consumer().end_offsets(list(partitions))
 
     AIOKafkaConsumerThread._highwaters = _highwaters
+
+
+async def commit_open_transactions(producer: Any) -> int:
+    """Commit every open transaction of this worker, then stop its transactional producers; called when
+    partitions are revoked (every rebalance revokes all of them), after Faust has waited for the
+    streams to finish their events and flushed the producer.
+
+    Two faust-streaming 0.15 behaviours made rebalances unsafe (tests/test_kafka_faults.py):
+    1. The transactions stay open across the rebalance while the local RocksDB copy already holds their
+       profile writes. Where the partition stays, recovery compares the local offset with the broker's
+       last stable offset, which excludes the open transaction, and stops the worker with
+       `ConsistencyError ... (1670 > 1669)`. Where the partition moves, the new owner fences the open
+       transaction (aborted), and if the partition later comes back, the local copy still holds the
+       aborted writes: their input is read again, found in the profiles by `messageId`, and their
+       transitions are never emitted.
+    2. The producers of partitions that moved away are kept, fenced by the new owner; when such a
+       partition comes back, Faust reuses the fenced producer and the agent crashes (`ProducerFenced`).
+    Committed, the outputs, the changelog and the local copy agree (the input offsets of that last
+    stretch stay uncommitted, as Faust no longer tracks revoked partitions, so it is read again and
+    deduplicated); stopped, every producer is created afresh for the new assignment. A commit that fails
+    raises: Faust then crashes the worker, and the next start restores the state from the changelog."""
+    committed = 0
+    for transactional_id, transaction_producer in list(producer._transaction_producers.items()):
+        lock = producer._trn_locks.get(transactional_id)
+        manager = transaction_producer._txn_manager
+        if lock is not None and manager is not None:
+            async with lock:
+                if manager.is_in_transaction():
+                    await transaction_producer.commit_transaction()
+                    committed += 1
+        await producer.stop_transaction(transactional_id)
+    log.info("rebalance: committed %d open transactions and stopped the transactional producers", committed)
+    return committed
