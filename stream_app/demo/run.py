@@ -27,11 +27,12 @@ def _print(line: str) -> None:
 
 
 def _start_local_broker(root: Path) -> tuple[object, str]:
-    from ..broker.local_kafka import LocalKafka, fetch_kafka, kafka_version
+    from ..broker.local_kafka import LocalKafka, fetch_kafka, kafka_version, libs_dir
 
     port = int(os.environ.get("STREAM_APP_KAFKA_PORT", "9092"))
     broker = LocalKafka(root / "kafka", port=port, controller_port=port + 1)
-    _print(f"demo: fetching Apache Kafka {kafka_version()} with Maven (first run only)...")
+    if not (libs_dir() / f"kafka_2.13-{kafka_version()}.jar").exists():
+        _print(f"demo: fetching Apache Kafka {kafka_version()} with Maven (first run only)...")
     fetch_kafka()
     _print(f"demo: starting the local Kafka broker on {broker.bootstrap} (data in {broker.data_dir})")
     broker.start()
