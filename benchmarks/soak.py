@@ -168,6 +168,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--csv", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument("--segments", type=Path, default=None,
+                        help="definitions file for the worker (STREAM_APP_SEGMENTS_FILE), e.g. benchmarks/soak-steady-state.yaml")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra worker environment")
     args = parser.parse_args()
     duration = args.minutes * 60
     warmup = args.warmup if args.warmup is not None else max(60.0, duration * 0.1)
@@ -177,7 +180,10 @@ def main() -> int:
     png_path = args.png or bench.work / "soak.png"
     print(f"work folder {bench.work}; broker {bench.bootstrap}; {args.rate} ev/s from {args.users} users for {args.minutes} min",
           flush=True)
-    worker = Worker(bench, bench.work / "worker")
+    extra = dict(item.split("=", 1) for item in args.env)
+    if args.segments is not None:
+        extra["STREAM_APP_SEGMENTS_FILE"] = str(args.segments.resolve())
+    worker = Worker(bench, bench.work / "worker", **extra)
     load = Load(bench, args.rate, args.users, args.seed)
     latency = Latency(bench)
     rows: list[dict] = []

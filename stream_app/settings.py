@@ -66,6 +66,9 @@ class Settings:
     stop_grace_s: int = field(default_factory=lambda: _int("STREAM_APP_STOP_GRACE_S", 20))
     session_timeout_s: int = field(default_factory=lambda: _int("STREAM_APP_SESSION_TIMEOUT_S", 10))
     log_level: str = field(default_factory=lambda: _env("STREAM_APP_LOG_LEVEL", "info"))
+    # RocksDB memory per profile-table partition (bounded; Faust's defaults are not)
+    rocksdb_write_buffer_mb: int = field(default_factory=lambda: _int("STREAM_APP_ROCKSDB_WRITE_BUFFER_MB", 8))
+    rocksdb_block_cache_mb: int = field(default_factory=lambda: _int("STREAM_APP_ROCKSDB_BLOCK_CACHE_MB", 32))
     # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (stream_app/kafka_security.py); its repr hides secrets
     kafka_security: KafkaSecurity = field(default_factory=_security)
 

@@ -31,10 +31,15 @@ from .population_exchange import PopulationExchange
 
 log = logging.getLogger(__name__)
 CLEAN_STOP_MARKER = "CLEAN_STOP"
+
+
 # RocksDB memory per table partition, bounded. Faust's defaults (3 write buffers of 64 MiB and a 2 GiB
 # block cache, for every partition) let the worker's RSS grow for as long as it runs (benchmarks/soak.py)
-ROCKSDB_OPTIONS = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "target_file_size_base": 16 << 20,
-                   "block_cache_size": 32 << 20}
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """Per table partition: two write buffers and a block cache of the configured sizes (the worker's
+    RocksDB memory is bounded by partitions x (2 x write buffer + block cache))."""
+    return {"write_buffer_size": settings.rocksdb_write_buffer_mb << 20, "max_write_buffer_number": 2,
+            "target_file_size_base": 16 << 20, "block_cache_size": settings.rocksdb_block_cache_mb << 20}
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -62,7 +67,7 @@ def build_app(settings: Settings) -> faust.App:
     )
     source = app.topic(settings.input_topic, settings.ticks_topic, key_serializer="raw", value_serializer="raw")
     profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None,
-                         options=dict(ROCKSDB_OPTIONS))
+                         options=rocksdb_options(settings))
     watcher = DefinitionsWatcher(settings)
     pipeline = SegmentationPipeline(app, settings, profiles, watcher.config)
 
