@@ -202,3 +202,37 @@ def test_replayed_rfm_names_equal_the_oracle_for_any_population():
         assert {u: m for u, m in got.items() if m is not None} == expected
 
     check()
+
+
+def test_a_restarted_engine_keeps_rfm_names_until_its_first_population():
+    """After a restart the population is unknown until the first refresh: events must not take every
+    customer out of the family (and back in at the refresh)."""
+    store = InMemoryStore()
+    engine = PartitionEngine(0, store, CFG, use_wall_clock=False)
+    lines = [_order(f"u{i}", NOW - (i + 1) * DAY_MS, 10.0 * (i + 1), 0) for i in range(5)]
+    store.write(engine.handle(_records(lines), NOW).writes)
+    store.write(engine.advance_to(NOW, NOW).writes)
+    store.write(engine.refresh_population(RfmPopulation({0: engine.rfm_summary()}), NOW).writes)
+    before = {key: m for key, m in _rfm_members(store).items()}
+    assert len(before) == 5
+
+    restarted = PartitionEngine(0, store, CFG, use_wall_clock=False)  # no population yet
+    restarted.rebuild_schedule()
+    later = [encode(track("u0", "Product Viewed", NOW + HOUR_MS, "v1")), _order("u1", NOW + HOUR_MS, 10.0, 9)]
+    result = restarted.handle(_records(later), NOW + HOUR_MS)
+    store.write(result.writes)
+    result2 = restarted.advance_to(NOW + 2 * HOUR_MS, NOW)
+    store.write(result2.writes)
+    from stream_app.state.encoding import decode_profile
+
+    assert len(decode_profile(store["u1"]).orders) == 2 and decode_profile(store["u1"]).pending == [], "the order was applied"
+    assert [r for r in result.transitions + result2.transitions if r["segment"] == "rfm"] == []
+    assert _rfm_members(store) == before
+
+
+def _rfm_members(store):
+    from stream_app.engine.partition import CLOCK_KEY
+    from stream_app.state.encoding import decode_profile
+
+    return {key: decode_profile(data).members.get("rfm") for key, data in store.items()
+            if key != CLOCK_KEY and decode_profile(data).members.get("rfm")}

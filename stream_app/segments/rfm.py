@@ -6,7 +6,8 @@ scored against the whole population of customers, and named by the first matchin
 - Scores 1..5 from population shares (`rfm_population.RfmPopulation`); FM = mean of the F and M
   scores rounded half up; names from (R, FM) by the rules in `CatalogConfig.rfm_rules`, first match.
 - A user whose orders have all left the window leaves the family (a timer at that moment). Until the
-  first population is known (the worker's first refresh) nobody is scored.
+  first population is known (the worker's first refresh after a start) nobody new is scored and
+  everyone keeps the name last decided.
 """
 
 from __future__ import annotations
@@ -55,10 +56,16 @@ def name_for(value: tuple[int, int, float], population: Any, cfg: CatalogConfig)
 
 
 def membership(profile: Profile, t: int, cfg: CatalogConfig) -> str | None:
-    if not cfg.rfm_enabled or cfg.rfm_population is None:
+    if not cfg.rfm_enabled:
         return None
     value = values(profile, t, cfg)
-    return None if value is None else name_for(value, cfg.rfm_population, cfg)
+    if value is None:
+        return None
+    if cfg.rfm_population is None:
+        # no population yet (a worker that just started, before its first refresh): keep the name last
+        # decided rather than dropping every customer out of the family until the refresh
+        return profile.members.get(FAMILY)
+    return name_for(value, cfg.rfm_population, cfg)
 
 
 def next_change(profile: Profile, cfg: CatalogConfig) -> int | None:
