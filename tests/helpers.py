@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 import signal
 import subprocess
 import sys
@@ -11,9 +14,9 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from stream_app.broker.local_kafka import free_port
+from stream_app.broker.local_kafka import BrokerError, LocalKafka, free_port
 from stream_app.timeutil import format_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,3 +169,23 @@ def population_independent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def without_rfm(segments: dict[str, str]) -> dict[str, str]:
     return {segment: member for segment, member in segments.items() if segment != "rfm"}
+
+
+@contextmanager
+def local_broker(prefix: str) -> Iterator[LocalKafka]:
+    """A real local Kafka broker on free loopback ports for the duration of the block. Its data folder is
+    outside pytest's basetemp (another session's clean-up of old basetemps must not delete it). If it
+    cannot start, the test fails: Kafka tests are never skipped."""
+    import pytest
+
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = LocalKafka(data_dir, port=free_port(), controller_port=free_port())
+    try:
+        broker.start()
+    except BrokerError as exc:
+        pytest.fail(f"these tests need the real Kafka broker and it could not be started: {exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -20,13 +19,13 @@ from typing import Iterator
 
 import pytest
 
-from stream_app.broker.local_kafka import BrokerError, LocalKafka, free_port
+from stream_app.broker.local_kafka import LocalKafka
 from stream_app.demo.generator import as_wire, generate
 from stream_app.replay import replay_records
 from stream_app.segments.config import CatalogConfig
 from stream_app.timeutil import DAY_MS
 
-from .helpers import Names, WorkerProcess, encode, produce, read_all, wait_for
+from .helpers import Names, WorkerProcess, encode, local_broker, produce, read_all, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -119,17 +118,8 @@ def committed_count(bootstrap: str, topic: str) -> int:
 @pytest.fixture(scope="module")
 def own_broker() -> Iterator[LocalKafka]:
     """A broker for this module alone (stopping the session broker would disturb every other test)."""
-    data_dir = Path(tempfile.mkdtemp(prefix="stream-app-test-kafka-faults-"))
-    broker = LocalKafka(data_dir, port=free_port(), controller_port=free_port())
-    try:
-        broker.start()
-    except BrokerError as exc:
-        pytest.fail(f"this test needs its own real Kafka broker and it could not be started: {exc}", pytrace=False)
-    try:
+    with local_broker("stream-app-test-kafka-faults-") as broker:
         yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_broker_stop_and_restart_mid_stream_loses_nothing_and_repeats_nothing(own_broker, tmp_path):

@@ -155,11 +155,8 @@ class CustomCatalog:
     def properties(self) -> frozenset[str]:
         """Event properties the segments read (the decoder keeps these besides the catalog's own)."""
         names: set[str] = set()
-        for flt, prop, _resolution, _keep in self.series.values():
-            names.update(key for key, _ in flt.where)
-            if prop:
-                names.add(prop)
-        for flt, prop in self.latest.values():
+        readers = [(flt, prop) for flt, prop, _resolution, _keep in self.series.values()] + list(self.latest.values())
+        for flt, prop in readers:
             names.update(key for key, _ in flt.where)
             if prop:
                 names.add(prop)

@@ -25,11 +25,6 @@ def population_topic(settings: Settings) -> str:
     return f"{settings.app_id}.rfm-population"
 
 
-def client_security(settings: Settings) -> dict[str, Any]:
-    security = getattr(settings, "kafka_security", None)
-    return security.aiokafka_kwargs() if security is not None else {}
-
-
 class PopulationExchange:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -53,7 +48,7 @@ class PopulationExchange:
         """Read every summary ever published, then keep following; runs for the worker's lifetime."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False, group_id=None,
-            client_id=f"{self.settings.app_id}-rfm-population", **client_security(self.settings),
+            client_id=f"{self.settings.app_id}-rfm-population", **self.settings.kafka_security.aiokafka_kwargs(),
         )
         await consumer.start()
         try:
