@@ -163,7 +163,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=200, help="events per second")
     parser.add_argument("--users", type=int, default=20000, help="size of the user pool")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds of warm-up (default: 10%% of the run, at least 60)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds of warm-up (default: 5 minutes, at most a third of the run)")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--csv", type=Path, default=None)
@@ -173,7 +174,7 @@ def main() -> int:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra worker environment")
     args = parser.parse_args()
     duration = args.minutes * 60
-    warmup = args.warmup if args.warmup is not None else max(60.0, duration * 0.1)
+    warmup = args.warmup if args.warmup is not None else min(300.0, duration / 3)
 
     bench = Bench("soak", partitions=args.partitions)
     csv_path = args.csv or bench.work / "soak.csv"

@@ -66,9 +66,10 @@ class Settings:
     stop_grace_s: int = field(default_factory=lambda: _int("STREAM_APP_STOP_GRACE_S", 20))
     session_timeout_s: int = field(default_factory=lambda: _int("STREAM_APP_SESSION_TIMEOUT_S", 10))
     log_level: str = field(default_factory=lambda: _env("STREAM_APP_LOG_LEVEL", "info"))
-    # RocksDB memory per profile-table partition (bounded; Faust's defaults are not)
-    rocksdb_write_buffer_mb: int = field(default_factory=lambda: _int("STREAM_APP_ROCKSDB_WRITE_BUFFER_MB", 8))
-    rocksdb_block_cache_mb: int = field(default_factory=lambda: _int("STREAM_APP_ROCKSDB_BLOCK_CACHE_MB", 32))
+    # RocksDB memory of the whole worker, all profile-table partitions together (worker/rocksdb_budget.py)
+    rocksdb_memory_mb: int = field(default_factory=lambda: _int("STREAM_APP_ROCKSDB_MEMORY_MB", 64))
+    # a breakdown of the worker's memory in its log every N seconds (0: off); worker/memory_report.py
+    memory_report_s: int = field(default_factory=lambda: _int("STREAM_APP_MEMORY_REPORT_S", 0))
     # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (stream_app/kafka_security.py); its repr hides secrets
     kafka_security: KafkaSecurity = field(default_factory=_security)
 

@@ -25,7 +25,7 @@ class DueSchedule:
             return
         self._due[user_id] = due
         heapq.heappush(self._heap, (due, user_id))
-        if len(self._heap) > 4 * len(self._due) + 1024:
+        if len(self._heap) > 2 * len(self._due) + 1024:  # stale entries at most half the heap
             self._compact()
 
     def pop_due(self, until: int) -> list[str]:

@@ -26,20 +26,13 @@ from ..settings import Settings
 from . import metrics
 from .definitions import DefinitionsWatcher
 from .faust_fixes import commit_open_transactions, highwaters_from_the_broker, robust_commit_transactions, start_stop_watchdog
+from .memory_report import MemoryReport
 from .pipeline import SegmentationPipeline, now_ms
 from .population_exchange import PopulationExchange
+from .rocksdb_budget import use_shared_budget
 
 log = logging.getLogger(__name__)
 CLEAN_STOP_MARKER = "CLEAN_STOP"
-
-
-# RocksDB memory per table partition, bounded. Faust's defaults (3 write buffers of 64 MiB and a 2 GiB
-# block cache, for every partition) let the worker's RSS grow for as long as it runs (benchmarks/soak.py)
-def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """Per table partition: two write buffers and a block cache of the configured sizes (the worker's
-    RocksDB memory is bounded by partitions x (2 x write buffer + block cache))."""
-    return {"write_buffer_size": settings.rocksdb_write_buffer_mb << 20, "max_write_buffer_number": 2,
-            "target_file_size_base": 16 << 20, "block_cache_size": settings.rocksdb_block_cache_mb << 20}
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -66,8 +59,8 @@ def build_app(settings: Settings) -> faust.App:
         broker_credentials=settings.kafka_security.faust_credentials(),
     )
     source = app.topic(settings.input_topic, settings.ticks_topic, key_serializer="raw", value_serializer="raw")
-    profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None,
-                         options=rocksdb_options(settings))
+    profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None)
+    rocksdb_budget = use_shared_budget(profiles, settings.rocksdb_memory_mb)
     watcher = DefinitionsWatcher(settings)
     pipeline = SegmentationPipeline(app, settings, profiles, watcher.config)
 
@@ -111,6 +104,13 @@ def build_app(settings: Settings) -> faust.App:
         changed = watcher.poll()
         if changed is not None:
             pipeline.set_config(changed)
+
+    if settings.memory_report_s > 0:
+        report = MemoryReport()
+
+        @app.timer(interval=settings.memory_report_s, name="memory_report")
+        async def memory_report() -> None:
+            report.log(rocksdb_budget.usage())
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:

@@ -1,0 +1,50 @@
+"""The worker's RocksDB memory is one budget shared by every table partition (worker/rocksdb_budget.py),
+and the memory report (worker/memory_report.py) breaks RSS down without user data."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import replace
+
+from stream_app.settings import Settings
+from stream_app.worker.memory_report import MemoryReport
+from stream_app.worker.rocksdb_budget import MIB, SharedBudgetOptions
+
+
+def test_partitions_share_one_bounded_cache_and_flush_their_memtables(tmp_path):
+    budget = 8 * MIB
+    options = SharedBudgetOptions(budget, use_rocksdict=True, write_buffer_size=8 * MIB, max_write_buffer_number=2)
+    assert options.write_buffer_size == 1 * MIB  # 1/32 of the budget, at least 1 MiB
+    dbs = [options.open(tmp_path / f"p{i}") for i in range(4)]
+    rng = random.Random(7)
+    keys = [rng.randbytes(12) for _ in range(60_000)]
+    for n, key in enumerate(keys):  # about 30 MiB of values: far more than the budget
+        dbs[n % 4][key] = rng.randbytes(500)
+    written = options.usage()
+    assert 0 < written["memtables"] <= budget // 2 + 4 * MIB, written  # flushed at half the budget (+ one memtable each)
+    for n, key in enumerate(keys[::3]):  # reads fill the shared block cache
+        assert dbs[(n * 3) % 4][key] is not None
+    read = options.usage()
+    assert budget // 2 < read["cache"] <= budget * 1.05, read  # one cache, bounded by the budget, used
+    for db in dbs:
+        db.close()
+
+
+def test_the_worker_opens_its_profile_table_with_the_shared_budget():
+    from stream_app.worker.app import build_app
+
+    app = build_app(replace(Settings(), rocksdb_memory_mb=48))
+    options = app.tables["profiles"].data.rocksdb_options
+    assert isinstance(options, SharedBudgetOptions)
+    assert options.budget_bytes == 48 * MIB
+
+
+def test_memory_report_line_breaks_rss_down():
+    line = MemoryReport().line({"cache": 3 * MIB, "memtables": 1 * MIB})
+    fields = dict(re.findall(r"(\w+)=([\d.]+)MiB", line))
+    assert float(fields["rss"]) > 0
+    assert float(fields["anon"]) + float(fields["file"]) <= float(fields["rss"]) + 1
+    assert float(fields["pymalloc_arenas"]) >= float(fields["pymalloc_live"]) > 0
+    assert float(fields["malloc_in_use"]) > 0
+    assert fields["rocksdb_cache"] == "3.0" and fields["rocksdb_memtables"] == "1.0"
