@@ -246,7 +246,8 @@ class Bench:
                 env["STREAM_APP_LATENESS_MS"] = "0"
             return [sys.executable, "-m", "stream_app", "worker"], env, app_id, transitions, data
         env.update(BENCH_BOOTSTRAP=self.bootstrap, BENCH_APP_ID=app_id, BENCH_INPUT=self.input_topic, BENCH_TRANSITIONS=transitions,
-                   BENCH_PARTITIONS=str(PARTITIONS), BENCH_DATA_DIR=str(data), BENCH_WEB_PORT=str(free_port()))
+                   BENCH_PARTITIONS=str(PARTITIONS), BENCH_DATA_DIR=str(data), BENCH_WEB_PORT=str(free_port()),
+                   BENCH_BACKFILL_END=json.dumps(end_offsets(self.bootstrap, self.input_topic)))
         if key == "c":
             env["BENCH_TIMER_INTERVAL"] = str(self.timer_interval)
             return [sys.executable, str(PEERS / "textbook_faust.py"), "worker", "-l", "warn"], env, app_id, transitions, data

@@ -9,7 +9,7 @@ arrives. So:
 - each event is applied to its user's state with rules.apply (the user's own due changes up to the
   event's timestamp first, then the event);
 - each partition keeps an event-time clock (newest applied event minus the 5 s allowance; after 5 s
-  without input, the wall clock minus 5 s, as the catalog's clock) and an in-process heap of the users'
+  without input once the backfill is read, the wall clock minus 5 s, as the catalog's clock) and an in-process heap of the users'
   next due times, fed on every event;
 - a Quix ``Source`` inside the app produces a tick to every partition of a ticks topic every 0.5 s; the
   ticks are concatenated with the input (``sdf.concat``), so each partition sees wall-clock progress
@@ -77,7 +77,7 @@ ticks = app.topic(f"{GROUP}-ticks", key_deserializer="bytes", value_deserializer
 transitions = app.topic(os.environ.get("BENCH_TRANSITIONS", "quix-peer.transitions"), value_serializer="json")
 
 clock: dict[int, int] = {}
-last_input_wall: dict[int, float] = {}
+idle = rules.IdleClock()
 due_heap: dict[int, list[tuple[int, bytes]]] = {}
 due_of: dict[int, dict[bytes, int]] = {}
 
@@ -109,13 +109,14 @@ def _fire_due(partition: int, store: Any) -> list[dict]:
 
 
 def process(value: Any, key: bytes, timestamp: int, headers: Any, state: State) -> list[dict]:
-    partition = message_context().partition
+    context = message_context()
+    partition = context.partition
     now = time.time()
     out: list[dict] = []
     if key == TICK_KEY:
-        last_input_wall.setdefault(partition, now)
-        if now - last_input_wall[partition] > rules.ALLOWANCE / 1000:
-            clock[partition] = max(clock.get(partition, 0), int(now * 1000) - rules.ALLOWANCE)
+        idle_clock = idle.idle_clock(partition, now)
+        if idle_clock is not None:
+            clock[partition] = max(clock.get(partition, 0), idle_clock)
     else:
         user = rules.user_of(value)
         if user is None:
@@ -125,7 +126,7 @@ def process(value: Any, key: bytes, timestamp: int, headers: Any, state: State) 
         state.set("s", s)
         _schedule(partition, key, s)
         clock[partition] = max(clock.get(partition, 0), rules.event_ms(value["timestamp"]) - rules.ALLOWANCE)
-        last_input_wall[partition] = now
+        idle.saw_input(partition, context.offset, now)
     store = merged.processing_context.checkpoint.get_store_transaction(stream_id=merged.stream_id, partition=partition)
     return out + _fire_due(partition, store)
 

@@ -211,3 +211,33 @@ def apply(user: str, s: dict, ev: dict) -> list[dict]:
 
 def user_of(ev: dict) -> str | None:
     return ev.get("userId") or ev.get("anonymousId")
+
+
+class IdleClock:
+    """A partition's clock while it gets no input: after ALLOWANCE of wall time without any, it follows
+    the wall clock minus ALLOWANCE, as the catalog's clock does. But not before the partition has read
+    the backfill the benchmark produced before starting it (BENCH_BACKFILL_END, {partition: end
+    offset} as JSON): a partition that only looks idle because the machine is busy elsewhere must not
+    make the rest of its backfill late, or the peers' results would depend on the machine's load."""
+
+    def __init__(self) -> None:
+        import json
+        import os
+
+        ends = json.loads(os.environ.get("BENCH_BACKFILL_END", "{}"))
+        self.backfill_end = {int(p): int(o) for p, o in ends.items()}
+        self.last_input_wall: dict[int, float] = {}
+        self.last_offset: dict[int, int] = {}
+
+    def saw_input(self, partition: int, offset: int, wall_s: float) -> None:
+        self.last_input_wall[partition] = wall_s
+        self.last_offset[partition] = offset
+
+    def idle_clock(self, partition: int, wall_s: float) -> int | None:
+        """The clock an idle partition moves to now, or None while it is not idle."""
+        last = self.last_input_wall.setdefault(partition, wall_s)
+        if self.last_offset.get(partition, -1) < self.backfill_end.get(partition, 0) - 1:
+            return None
+        if wall_s - last > ALLOWANCE / 1000:
+            return int(wall_s * 1000) - ALLOWANCE
+        return None

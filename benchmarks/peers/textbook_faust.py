@@ -8,7 +8,7 @@ default ``at_least_once`` and the commit interval its default 2.8 s.
 
 Event time. The agent applies each event to its user's state (rules.apply: the user's own due changes
 up to the event's timestamp first, then the event). Each partition has a clock: the newest applied event
-time minus the 5 s allowance, or, after 5 s without input, the wall clock minus 5 s (the catalog's clock).
+time minus the 5 s allowance, or, after 5 s without input once the backfill is read, the wall clock minus 5 s (the catalog's clock).
 Faust tables can only be modified inside a stream, so the timer, every ``TIMER_INTERVAL`` seconds,
 iterates the table (the docs' way to visit keys), and for each user whose next due time is at or before
 the lowest partition clock sends a ``{"until": clock}`` message keyed by the user to a timers topic
@@ -70,7 +70,7 @@ transitions_topic = app.topic(os.environ.get("BENCH_TRANSITIONS", "textbook-faus
 profiles = app.Table("profiles", default=None, partitions=PARTITIONS, key_type=bytes)  # raw keys, json values
 
 clock: dict[int, int] = {}  # partition -> event-time clock (newest applied event - allowance)
-last_input_wall: dict[int, float] = {}
+idle = rules.IdleClock()
 requested: set[bytes] = set()  # users with a timer message in flight
 
 
@@ -95,7 +95,7 @@ async def segment(stream: Any) -> None:
             changes = rules.apply(user, state, body)
             ts = rules.event_ms(body["timestamp"])
             clock[partition] = max(clock.get(partition, 0), ts - rules.ALLOWANCE)
-            last_input_wall[partition] = time.time()
+            idle.saw_input(partition, event.message.offset, time.time())
         state["due"] = rules.next_due(state)
         profiles[key] = state
         for change in changes:
@@ -106,9 +106,9 @@ async def segment(stream: Any) -> None:
 async def fire_due_timers() -> None:
     now = time.time()
     for partition in range(PARTITIONS):
-        last_input_wall.setdefault(partition, now)
-        if now - last_input_wall[partition] > rules.ALLOWANCE / 1000:  # idle: the clock follows the wall clock
-            clock[partition] = max(clock.get(partition, 0), int(now * 1000) - rules.ALLOWANCE)
+        idle_clock = idle.idle_clock(partition, now)
+        if idle_clock is not None:  # idle: the clock follows the wall clock
+            clock[partition] = max(clock.get(partition, 0), idle_clock)
     until = min(clock.get(p, 0) for p in range(PARTITIONS))
     for key, state in profiles.items():
         due = state.get("due") if state else None
