@@ -68,6 +68,8 @@ class Settings:
     log_level: str = field(default_factory=lambda: _env("STREAM_APP_LOG_LEVEL", "info"))
     # RocksDB memory of the whole worker, all profile-table partitions together (worker/rocksdb_budget.py)
     rocksdb_memory_mb: int = field(default_factory=lambda: _int("STREAM_APP_ROCKSDB_MEMORY_MB", 64))
+    # give free C-heap memory back to the OS every N seconds (0: never); worker/allocator.py
+    malloc_trim_s: int = field(default_factory=lambda: _int("STREAM_APP_MALLOC_TRIM_S", 60))
     # a breakdown of the worker's memory in its log every N seconds (0: off); worker/memory_report.py
     memory_report_s: int = field(default_factory=lambda: _int("STREAM_APP_MEMORY_REPORT_S", 0))
     # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (stream_app/kafka_security.py); its repr hides secrets

@@ -48,3 +48,19 @@ def test_memory_report_line_breaks_rss_down():
     assert float(fields["pymalloc_arenas"]) >= float(fields["pymalloc_live"]) > 0
     assert float(fields["malloc_in_use"]) > 0
     assert fields["rocksdb_cache"] == "3.0" and fields["rocksdb_memtables"] == "1.0"
+
+
+def test_trimming_gives_free_heap_memory_back():
+    import ctypes
+
+    from stream_app.worker.allocator import trim_free_memory
+    from stream_app.worker.memory_report import rss_bytes
+
+    blocks = [ctypes.create_string_buffer(4000) for _ in range(40_000)]  # about 160 MB of C heap
+    kept = blocks[::10]  # freeing the rest leaves large holes below blocks still in use
+    del blocks
+    before = rss_bytes()["RssAnon"]
+    assert trim_free_memory()
+    after = rss_bytes()["RssAnon"]
+    assert before - after > 50 * MIB, (before, after)
+    assert len(kept) == 4000

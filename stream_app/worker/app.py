@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..settings import Settings
 from . import metrics
+from .allocator import trim_free_memory
 from .definitions import DefinitionsWatcher
 from .faust_fixes import commit_open_transactions, highwaters_from_the_broker, robust_commit_transactions, start_stop_watchdog
 from .memory_report import MemoryReport
@@ -104,6 +105,12 @@ def build_app(settings: Settings) -> faust.App:
         changed = watcher.poll()
         if changed is not None:
             pipeline.set_config(changed)
+
+    if settings.malloc_trim_s > 0:
+
+        @app.timer(interval=settings.malloc_trim_s, name="trim_free_memory")
+        async def trim_free_memory_timer() -> None:
+            trim_free_memory()
 
     if settings.memory_report_s > 0:
         report = MemoryReport()
