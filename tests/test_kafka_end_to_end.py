@@ -102,6 +102,8 @@ def test_worker_matches_replay_and_dead_letters_bad_input(kafka_bootstrap, tmp_p
         assert worker.metric_value("stream_app_transitions_total") == len(got)
         assert 'stream_app_segment_population{member="cart_abandoner",segment="cart_abandoner"}' in text
         assert "stream_app_consumer_lag" in text and "stream_app_event_time_to_emit_seconds_bucket" in text
+        assert worker.metric_value("stream_app_rocksdb_budget_bytes") == 64 * 2**20
+        assert 0 < worker.metric_value("stream_app_rocksdb_cache_bytes") <= 64 * 2**20
         assert "shopper" not in text and "user-000" not in text
         assert "shopper" not in worker.log()
     finally:

@@ -62,6 +62,7 @@ def build_app(settings: Settings) -> faust.App:
     source = app.topic(settings.input_topic, settings.ticks_topic, key_serializer="raw", value_serializer="raw")
     profiles = app.Table("profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes, default=None)
     rocksdb_budget = use_shared_budget(profiles, settings.rocksdb_memory_mb)
+    metrics.ROCKSDB_BUDGET.set(rocksdb_budget.budget_bytes)
     watcher = DefinitionsWatcher(settings)
     pipeline = SegmentationPipeline(app, settings, profiles, watcher.config)
 
@@ -131,6 +132,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
+        metrics.ROCKSDB_CACHE.set(rocksdb_budget.usage()["cache"])
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     return app

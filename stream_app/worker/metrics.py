@@ -20,6 +20,8 @@ RFM_POPULATION = Gauge("stream_app_rfm_scored_customers", "Customers in the merg
 CONSUMER_LAG = Gauge("stream_app_consumer_lag", "Input messages not yet processed, by partition", ["partition"])
 PARTITION_CLOCK = Gauge("stream_app_partition_clock_seconds", "Event-time clock of each partition (epoch seconds)", ["partition"])
 BATCH_SIZE = Histogram("stream_app_batch_size", "Input records per processed batch", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000))
+ROCKSDB_CACHE = Gauge("stream_app_rocksdb_cache_bytes", "RocksDB's shared block cache in use, memtables included (worker/rocksdb_budget.py)")
+ROCKSDB_BUDGET = Gauge("stream_app_rocksdb_budget_bytes", "RocksDB's memory budget (STREAM_APP_ROCKSDB_MEMORY_MB)")
 DROPPED_DORMANT = Counter("stream_app_dormant_profiles_dropped_total", "Profiles dropped after 400 days without events")
 
 
