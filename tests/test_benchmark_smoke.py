@@ -33,16 +33,11 @@ def test_smoke_preset_systems_agree(kafka_bootstrap: str, tmp_path: Path, monkey
     runs = result["runs"]
     assert status in (0, 2), result["table"]
     assert runs["a"]["events"] == result["events"] > 0
-    # Lifecycle and intent must agree exactly. The peers' cart timers follow the wall clock when a
-    # partition looks idle, so on a heavily loaded machine (a CI run next to a soak and fault tests)
-    # (c) and (d) can decide a few carts at other moments: there, within 15% of ours. The full run
-    # (docs/performance.md) requires exact agreement and exits 2 otherwise.
+    # every system must produce the same transitions (the peers' clocks do not jump ahead while a
+    # partition still has backfill to read, so load cannot move their cart decisions)
     for key in ("b", "c", "d"):
         counts, ours = runs[key]["counts"], runs["b"]["counts"]
         assert sum(counts.values()) > 0, key
-        exact = {row for row in set(counts) | set(ours) if not row.startswith("cart_abandoner")}
-        assert {row: counts.get(row) for row in exact} == {row: ours.get(row) for row in exact}, (key, result["table"])
-        for row in ("cart_abandoner: None -> cart_abandoner", "cart_abandoner: cart_abandoner -> None"):
-            assert abs(counts.get(row, 0) - ours.get(row, 0)) <= 0.15 * ours.get(row, 0), (key, row, result["table"])
+        assert counts == ours, (key, result["table"])
     assert runs["b"]["counts"]["lifecycle: None -> new_lead"] == result["users"]
     assert runs["b"]["counts"].get("cart_abandoner: None -> cart_abandoner", 0) > 0
