@@ -1,4 +1,4 @@
-"""Two guards around faust-streaming's exactly-once shutdown (faust-streaming 0.15).
+"""Guards around faust-streaming's exactly-once mode (faust-streaming 0.15).
 
 1. At shutdown Faust commits every transactional producer's offsets with `start_new_transaction=False`,
    and a commit for a producer whose transaction was already ended raises
@@ -8,21 +8,164 @@
 2. If a stop still does not finish, a watchdog ends the process after a grace period without writing
    the clean-stop marker, so the next start restores state from the changelog (nothing is lost: every
    uncommitted transaction is aborted and its input is processed again).
+3. `seek_before_resuming_streams`: after table recovery, Faust resumed fetching the input partitions
+   before it cleared the stream buffers; records fetched in between were thrown away unprocessed and
+   never fetched again, and the partition could not commit any more (below).
+4. `CommitWatchdog`: a partition that can no longer commit (offsets never processed, or a transaction
+   holding records uncommitted) crashes the worker (status 70) instead of leaving it stalled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
+import time
 from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
 
+# Kafka aborts a transaction that stays open longer than the producer's transaction timeout (aiokafka:
+# 60 s); a partition transaction holding sent records uncommitted this long will never commit
+STALLED_TRANSACTION_S = 45.0
+# how long offsets may stay missing below acknowledged ones (see `lost_offsets`) before the watchdog
+# gives up on them (the commit itself refuses at once)
+STUCK_OFFSETS_S = 15.0
+
+
+class CommitStalled(RuntimeError):
+    """A partition can no longer commit correctly; the worker must restart."""
+
+
+def lost_offsets(consumer: Any, committing: Mapping[Any, int] | None = None) -> dict[Any, tuple[int, int]]:
+    """Input records Faust will never process: tp -> (first, last) offset.
+
+    Faust acknowledges a partition's records in order and commits it only up to the first offset it has
+    not seen acknowledged (`Consumer._new_offset`). Offsets missing below acknowledged ones, not in
+    flight and not known to be absent from the log (transaction markers, aborted or compacted records:
+    `Consumer._gap`), were dropped unprocessed (see `seek_before_resuming_streams`); Faust will not
+    commit past them, nor fetch them again. `committing`: offsets about to be committed, which replace
+    the committed ones. Partitions never committed are left out (Faust commits over their gaps)."""
+    committing = committing or {}
+    lost = {}
+    for tp, acked in list(getattr(consumer, "_acked", {}).items()):
+        committed = committing.get(tp, consumer._committed_offset.get(tp))
+        if not acked or not committed:
+            continue
+        head = min(acked)
+        absent = consumer._gap.get(tp)
+        if absent:
+            head = min([head, *(interval.begin for interval in absent.overlap(0, max(acked)))])
+        if head - committed <= 1:
+            continue
+        if any(m.tp == tp and m.offset < head for m in list(consumer._unacked_messages)):
+            continue  # still being processed
+        lost[tp] = (committed, head - 1)
+    return lost
+
+
+def _describe(lost: Mapping[Any, tuple[int, int]]) -> str:
+    return "; ".join(f"{tp.topic}[{tp.partition}] offsets {first}..{last} were never processed (later ones were)"
+                     for tp, (first, last) in sorted(lost.items()))
+
+
+class CommitWatchdog:
+    """Crashes the worker (status 70, for its supervisor) when a partition can no longer commit.
+
+    Two ways faust-streaming 0.15 stalls without an error:
+    - lost offsets (`lost_offsets`): the partition's input is never committed again nor processed,
+      while the worker runs on;
+    - stuck transactions: a partition transaction holds sent records (outputs, changelog) but is not
+      committed, because its offsets cannot advance or its commit hangs: the records are invisible to
+      read_committed readers, and the broker aborts the transaction after the transaction timeout.
+    After the restart the new transactional producers abort the open transactions and the uncommitted
+    input is read again, in order (and deduplicated), so nothing is lost or repeated."""
+
+    def __init__(self, limit_s: float = STALLED_TRANSACTION_S, stuck_offsets_s: float = STUCK_OFFSETS_S) -> None:
+        self.limit_s = limit_s
+        self.stuck_offsets_s = stuck_offsets_s
+        self._waiting_since: dict[str, float] = {}
+        self._lost_since: dict[Any, tuple[tuple[int, int], float]] = {}
+
+    def sent(self, transactional_id: str) -> None:
+        self._waiting_since.setdefault(transactional_id, time.monotonic())
+
+    def committed(self, transactional_id: str) -> None:
+        self._waiting_since.pop(transactional_id, None)
+
+    def stalled_transactions(self, now: float | None = None) -> dict[str, float]:
+        """Transactional ids whose sent records have waited longer than the limit, with the wait (s)."""
+        now = time.monotonic() if now is None else now
+        return {tid: now - since for tid, since in self._waiting_since.items() if now - since > self.limit_s}
+
+    def stuck_offsets(self, consumer: Any, now: float | None = None) -> dict[Any, tuple[int, int]]:
+        """`lost_offsets` that have stayed the same for longer than `stuck_offsets_s`."""
+        now = time.monotonic() if now is None else now
+        lost = lost_offsets(consumer)
+        self._lost_since = {tp: (gap, self._lost_since[tp][1] if self._lost_since.get(tp, (None,))[0] == gap else now)
+                            for tp, gap in lost.items()}
+        return {tp: gap for tp, (gap, since) in self._lost_since.items() if now - since > self.stuck_offsets_s}
+
+    def problem(self, app: Any) -> str | None:
+        """Why the worker cannot go on, or None."""
+        problems = []
+        consumer = getattr(app, "_consumer", None)
+        if consumer is not None:
+            stuck = self.stuck_offsets(consumer)
+            if stuck:
+                problems.append(_describe(stuck))
+        for tid, waited in sorted(self.stalled_transactions().items()):
+            problems.append(f"transaction {tid} has held sent records uncommitted for {waited:.0f} s")
+        return "; ".join(problems) or None
+
+    async def watch(self, app: Any, interval: float = 1.0) -> None:
+        """Runs for the worker's lifetime; crashes the app (exit status 70) at the first stall."""
+        while True:
+            await asyncio.sleep(interval)
+            if getattr(app, "should_stop", False):
+                continue
+            try:
+                problem = self.problem(app)
+            except Exception:  # noqa: BLE001 - Faust's bookkeeping changed under us; look again next time
+                log.debug("commit watchdog: check failed", exc_info=True)
+                continue
+            if problem is None:
+                continue
+            log.error("%s; stopping the worker so that its supervisor starts it again (open transactions are "
+                      "aborted, uncommitted input is processed again)", problem)
+            await app.crash(CommitStalled(problem))
+            return
+
+
+def commit_watchdog(producer: Any) -> CommitWatchdog | None:
+    """The watchdog `robust_commit_transactions` installed on this producer (None without it: then
+    commits are not observed)."""
+    return getattr(producer, "_stream_app_commit_watchdog", None)
+
 
 def robust_commit_transactions(producer: Any) -> None:
+    """Replace the driver's `commit_transactions` (see the module docstring) and install a
+    `CommitWatchdog` on the producer, which this commit and `send_in_one_transaction` keep informed.
+
+    It also refuses to commit while input records were lost (`lost_offsets`): a partition's transaction
+    holds the outputs and state of every record processed since its last commit, including records
+    after the lost ones (its clock ticks keep it committing even though its input offsets cannot
+    advance). Committed, those would be final while the lost records come later, out of order, after a
+    restart. Instead the worker crashes (status 70) and the transactions are aborted."""
+    watchdog = producer._stream_app_commit_watchdog = CommitWatchdog()
+
     async def commit_transactions(tid_to_offset_map: Mapping[str, Mapping[Any, int]], group_id: str,
                                   start_new_transaction: bool = True) -> None:
+        consumer = getattr(producer.app, "_consumer", None)
+        if consumer is not None:
+            lost = lost_offsets(consumer, {tp: offset for offsets in tid_to_offset_map.values() for tp, offset in offsets.items()})
+            if lost:
+                exc = CommitStalled(f"not committing: {_describe(lost)}")
+                log.error("%s; stopping the worker so that its supervisor starts it again (open transactions are "
+                          "aborted, uncommitted input is processed again)", exc)
+                await producer.app.crash(exc)
+                raise exc
         for transactional_id, offsets in tid_to_offset_map.items():
             lock = producer._trn_locks.get(transactional_id)
             transaction_producer = producer._transaction_producers.get(transactional_id)
@@ -35,6 +178,7 @@ def robust_commit_transactions(producer: Any) -> None:
                     await transaction_producer.begin_transaction()
                 await transaction_producer.send_offsets_to_transaction(offsets, group_id)
                 await transaction_producer.commit_transaction()
+                watchdog.committed(transactional_id)
                 if start_new_transaction:
                     await transaction_producer.begin_transaction()
 
@@ -69,7 +213,11 @@ async def send_in_one_transaction(producer: Any, transactional_id: str,
     if lock is None or transactional is None:
         raise RuntimeError(f"no transactional producer for {transactional_id}; is the partition still assigned?")
     async with lock:
-        return [await transactional.send(topic, value, key=key, partition=partition) for topic, key, value, partition in records]
+        futures = [await transactional.send(topic, value, key=key, partition=partition) for topic, key, value, partition in records]
+        watchdog = commit_watchdog(producer)
+        if watchdog is not None and futures:
+            watchdog.sent(transactional_id)
+        return futures
 
 
 def highwaters_from_the_broker() -> None:
@@ -110,6 +258,7 @@ async def commit_open_transactions(producer: Any) -> int:
     deduplicated); stopped, every producer is created afresh for the new assignment. A commit that fails
     raises: Faust then crashes the worker, and the next start restores the state from the changelog."""
     committed = 0
+    watchdog = commit_watchdog(producer)
     for transactional_id, transaction_producer in list(producer._transaction_producers.items()):
         lock = producer._trn_locks.get(transactional_id)
         manager = transaction_producer._txn_manager
@@ -119,5 +268,62 @@ async def commit_open_transactions(producer: Any) -> int:
                     await transaction_producer.commit_transaction()
                     committed += 1
         await producer.stop_transaction(transactional_id)
+        if watchdog is not None:
+            watchdog.committed(transactional_id)
     log.info("rebalance: committed %d open transactions and stopped the transactional producers", committed)
     return committed
+
+
+def seek_before_resuming_streams() -> None:
+    """Resume the input partitions after table recovery only once the stream buffers are cleared.
+
+    faust-streaming 0.15 (`Recovery.on_recovery_completed`, unchanged on its master; faust-streaming
+    issue #596) resumes the stream partitions, then seeks them to the committed offsets, then resumes
+    flow control, which clears every stream buffer. Records fetched in between (the seek takes a
+    round trip to the broker; the agent may already be processing) are thrown away unacknowledged,
+    while the consumer's read position has moved past them, so they are never fetched again. Faust
+    commits a partition only up to the first offset it has not seen acknowledged: after a gap of two or
+    more records the partition never commits again (one lost record is committed over silently). Its
+    transaction then holds every later output uncommitted: read_committed readers see nothing more
+    from it, and the broker aborts it after the transaction timeout while the worker keeps running.
+    Seen after a restart with input waiting (tests/test_kafka_faults.py, the broker restart: 357
+    input records and 54 clock ticks lost from the buffers, commits stuck at the gap).
+
+    Here the stream partitions stay paused until they are sought and the buffers cleared, and are
+    resumed last: nothing is fetched into a buffer that is cleared afterwards."""
+    from faust.tables.recovery import Recovery
+
+    if getattr(Recovery.on_recovery_completed, "_stream_app_fixed", False):
+        return
+
+    async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+        consumer = self.app.consumer
+        self.log.info("Restore complete!")
+        await self.app.on_rebalance_complete.send()
+        self._set_recovery_ended()
+        callback_coros = [
+            asyncio.ensure_future(table.on_recovery_completed(self.actives_for_table[table], self.standbys_for_table[table]))
+            for table in self.tables.values()
+        ]
+        if callback_coros:
+            await asyncio.wait(callback_coros)
+        assignment = consumer.assignment()
+        if self.app.consumer_generation_id != generation_id:
+            self.log.warning(f"Recovery rebalancing again app id {self.app.consumer_generation_id} param {generation_id}")
+            return
+        if assignment:
+            self.log.info("Seek stream partitions to committed offsets.")
+            await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+        self.completed.set()
+        self.app.flow_control.resume()  # clears the stream buffers: nothing of the input is in them yet
+        consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+        consumer.resume_flow()
+        await self.app._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        if not self.app.assignor.assigned_standbys():
+            self.tables.on_standbys_ready()
+        self.app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+    on_recovery_completed._stream_app_fixed = True  # type: ignore[attr-defined]
+    Recovery.on_recovery_completed = on_recovery_completed
