@@ -64,3 +64,21 @@ def test_trimming_gives_free_heap_memory_back():
     after = rss_bytes()["RssAnon"]
     assert before - after > 50 * MIB, (before, after)
     assert len(kept) == 4000
+
+
+def test_only_rocksdb_partitions_count_as_local_state_to_discard(tmp_path):
+    from stream_app.worker.app import CLEAN_STOP_MARKER, _discard_state_after_unclean_stop
+
+    settings = replace(Settings(), data_dir=tmp_path)
+    tables = tmp_path / "v1" / "tables"
+    (tables / "profiles-backups").mkdir(parents=True)  # what building the table's store creates
+    _discard_state_after_unclean_stop(settings, tables)
+    assert (tables / "profiles-backups").exists()  # a first start: nothing to discard
+
+    (tables / "profiles-0.db").mkdir()
+    (tmp_path / CLEAN_STOP_MARKER).write_text("clean\n")
+    _discard_state_after_unclean_stop(settings, tables)
+    assert (tables / "profiles-0.db").exists() and not (tmp_path / CLEAN_STOP_MARKER).exists()
+
+    _discard_state_after_unclean_stop(settings, tables)  # no marker: the last stop was not clean
+    assert not tables.exists()

@@ -152,7 +152,10 @@ def _discard_state_after_unclean_stop(settings: Settings, tables: Path) -> None:
     """The local RocksDB copy can hold writes of a transaction that never committed. After an unclean
     stop it is discarded, and Faust restores the tables from the read_committed changelog."""
     marker = settings.data_dir / CLEAN_STOP_MARKER
-    if tables.exists() and any(tables.iterdir()) and not marker.exists():
+    # only RocksDB partitions (`<table>-<partition>.db`) count as state: the store creates an empty
+    # `<table>-backups` folder as soon as it is built, before anything is stored
+    has_state = tables.exists() and any(p.suffix == ".db" for p in tables.iterdir())
+    if has_state and not marker.exists():
         log.warning("the last stop was not clean: discarding local state in %s; it is restored from the changelog", tables)
         shutil.rmtree(tables)
     marker.unlink(missing_ok=True)
