@@ -12,6 +12,8 @@ peer drives its own way (see textbook_faust.py and quix_app.py).
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import datetime
 from typing import Any
 
@@ -221,9 +223,6 @@ class IdleClock:
     make the rest of its backfill late, or the peers' results would depend on the machine's load."""
 
     def __init__(self) -> None:
-        import json
-        import os
-
         ends = json.loads(os.environ.get("BENCH_BACKFILL_END", "{}"))
         self.backfill_end = {int(p): int(o) for p, o in ends.items()}
         self.last_input_wall: dict[int, float] = {}

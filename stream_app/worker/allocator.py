@@ -9,22 +9,20 @@ report). `malloc_trim(0)` returns every whole free page of every arena; it takes
 from __future__ import annotations
 
 import ctypes
-import logging
-
-log = logging.getLogger(__name__)
 
 
-def _libc_trim():  # type: ignore[no-untyped-def]
+def _glibc() -> ctypes.CDLL | None:
     try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
 
 
-_TRIM = _libc_trim()
+GLIBC = _glibc()  # also read by worker/memory_report.py
+_TRIM = getattr(GLIBC, "malloc_trim", None)
+if _TRIM is not None:
+    _TRIM.argtypes = [ctypes.c_size_t]
+    _TRIM.restype = ctypes.c_int
 
 
 def trim_free_memory() -> bool:

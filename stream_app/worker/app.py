@@ -26,7 +26,8 @@ from ..settings import Settings
 from . import metrics
 from .allocator import trim_free_memory
 from .definitions import DefinitionsWatcher
-from .faust_fixes import commit_open_transactions, highwaters_from_the_broker, robust_commit_transactions, start_stop_watchdog
+from .faust_fixes import (commit_open_transactions, commit_watchdog, highwaters_from_the_broker, robust_commit_transactions,
+                          seek_before_resuming_streams, start_stop_watchdog)
 from .memory_report import MemoryReport
 from .pipeline import SegmentationPipeline, now_ms
 from .population_exchange import PopulationExchange
@@ -107,6 +108,14 @@ def build_app(settings: Settings) -> faust.App:
         if changed is not None:
             pipeline.set_config(changed)
 
+    @app.task
+    async def watch_commits() -> None:
+        # a partition that can no longer commit crashes the worker (status 70, restarted by its
+        # supervisor) instead of leaving it running with input unprocessed or outputs invisible
+        watchdog = commit_watchdog(app.producer)  # installed by robust_commit_transactions (run_worker)
+        if watchdog is not None:
+            await watchdog.watch(app)
+
     if settings.malloc_trim_s > 0:
 
         @app.timer(interval=settings.malloc_trim_s, name="trim_free_memory")
@@ -177,6 +186,7 @@ def run_worker(settings: Settings) -> None:
     app = build_app(settings)
     robust_commit_transactions(app.producer)
     highwaters_from_the_broker()
+    seek_before_resuming_streams()
     _discard_state_after_unclean_stop(settings, Path(app.conf.tabledir))
     worker = _Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.stop_grace_s = settings.stop_grace_s

@@ -132,10 +132,14 @@ class CommitWatchdog:
                 continue
             if problem is None:
                 continue
-            log.error("%s; stopping the worker so that its supervisor starts it again (open transactions are "
-                      "aborted, uncommitted input is processed again)", problem)
-            await app.crash(CommitStalled(problem))
+            await crash_for_restart(app, CommitStalled(problem))
             return
+
+
+async def crash_for_restart(app: Any, exc: CommitStalled) -> None:
+    log.error("%s; stopping the worker so that its supervisor starts it again (open transactions are "
+              "aborted, uncommitted input is processed again)", exc)
+    await app.crash(exc)
 
 
 def commit_watchdog(producer: Any) -> CommitWatchdog | None:
@@ -162,9 +166,7 @@ def robust_commit_transactions(producer: Any) -> None:
             lost = lost_offsets(consumer, {tp: offset for offsets in tid_to_offset_map.values() for tp, offset in offsets.items()})
             if lost:
                 exc = CommitStalled(f"not committing: {_describe(lost)}")
-                log.error("%s; stopping the worker so that its supervisor starts it again (open transactions are "
-                          "aborted, uncommitted input is processed again)", exc)
-                await producer.app.crash(exc)
+                await crash_for_restart(producer.app, exc)
                 raise exc
         for transactional_id, offsets in tid_to_offset_map.items():
             lock = producer._trn_locks.get(transactional_id)

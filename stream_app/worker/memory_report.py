@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import re
+import sys
+import tempfile
 import tracemalloc
 
-log = logging.getLogger(__name__)
+from .allocator import GLIBC
+from .rocksdb_budget import MIB
 
-MIB = 1 << 20
+log = logging.getLogger(__name__)
 
 
 class _MallInfo2(ctypes.Structure):
@@ -38,11 +43,6 @@ def rss_bytes() -> dict[str, int]:
 def pymalloc_stats() -> dict[str, int]:
     """Python's small-object allocator: arenas held (1 MiB each in 3.11) and bytes in live blocks.
     sys._debugmallocstats() writes to the C stderr, so it is captured through a temporary file."""
-    import os
-    import re
-    import sys
-    import tempfile
-
     with tempfile.TemporaryFile() as capture:
         saved = os.dup(2)
         try:
@@ -55,8 +55,7 @@ def pymalloc_stats() -> dict[str, int]:
         capture.seek(0)
         text = capture.read().decode("ascii", "replace")
     stats = {}
-    for key, pattern in (("arenas", r"# arenas allocated current\s*=\s*([\d,]+)"),
-                         ("arena_bytes", r"(\d[\d,]*) arenas \* \d+ bytes/arena\s*=\s*([\d,]+)"),
+    for key, pattern in (("arena_bytes", r"(\d[\d,]*) arenas \* \d+ bytes/arena\s*=\s*([\d,]+)"),
                          ("in_blocks", r"# bytes in allocated blocks\s*=\s*([\d,]+)")):
         match = re.search(pattern, text)
         if match:
@@ -65,13 +64,12 @@ def pymalloc_stats() -> dict[str, int]:
 
 
 def c_heap() -> dict[str, int]:
-    """glibc's view of malloc: bytes in use, free bytes held in arenas, and mmapped blocks."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
-        info = libc.mallinfo2()
-    except (OSError, AttributeError):  # not glibc, or older than 2.33
+    """glibc's view of malloc: bytes in use (mmapped blocks included) and free bytes held in arenas."""
+    mallinfo2 = getattr(GLIBC, "mallinfo2", None)
+    if mallinfo2 is None:  # not glibc, or older than 2.33
         return {}
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
     return {"in_use": info.uordblks + info.hblkhd, "free_held": info.fordblks}
 
 

@@ -26,7 +26,7 @@ from ..segments.rfm_population import reference_for
 from ..settings import Settings
 from ..timeutil import format_timestamp
 from . import metrics
-from .faust_fixes import commit_watchdog, seek_before_resuming_streams, send_in_one_transaction
+from .faust_fixes import send_in_one_transaction
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,6 @@ class SegmentationPipeline:
         self.rfm_refresh: set[int] = set()  # partitions to re-score against rfm_population at their next tick
         self.rfm_refreshed_at = 0
         self._in_flight: list[tuple[PartitionStoreView, list[Any], int]] = []
-        self._watching = False  # the commit watchdog runs (see _watch_commits)
-        # without it, records fetched right after a table recovery can be dropped unprocessed, and their
-        # partition never commits again (worker/faust_fixes.py)
-        seek_before_resuming_streams()
 
     def set_config(self, cfg: CatalogConfig) -> None:
         """New definitions: each partition decides every user again at its next tick, in its transaction."""
@@ -151,18 +147,7 @@ class SegmentationPipeline:
         for (segment, member), count in total.items():
             metrics.POPULATION.labels(segment, member).set(count)
 
-    def _watch_commits(self) -> None:
-        """Start the commit watchdog (installed with `robust_commit_transactions`) once per worker: a
-        partition that can no longer commit crashes the worker (status 70, restarted by its supervisor)
-        instead of leaving it running with input unprocessed or outputs invisible."""
-        self._watching = True
-        watchdog = commit_watchdog(getattr(self.app, "producer", None))
-        if watchdog is not None:
-            self.app.add_future(watchdog.watch(self.app))
-
     async def process(self, events: Sequence[Any]) -> None:
-        if not self._watching:
-            self._watch_commits()
         wall = now_ms()
         records: dict[int, list[RawRecord]] = defaultdict(list)
         ticked: set[int] = set()
