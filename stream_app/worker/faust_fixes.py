@@ -12,7 +12,9 @@
    before it cleared the stream buffers; records fetched in between were thrown away unprocessed and
    never fetched again, and the partition could not commit any more (below).
 4. `CommitWatchdog`: a partition that can no longer commit (offsets never processed, or a transaction
-   holding records uncommitted) crashes the worker (status 70) instead of leaving it stalled.
+   holding records uncommitted) crashes the worker (status 70) instead of leaving it stalled; so do
+   records skipped or a batch failed in the pipeline (`skipped_offsets`). From then on nothing is
+   committed: the restart reads the uncommitted input again, in order.
 """
 
 from __future__ import annotations
@@ -65,7 +67,45 @@ def lost_offsets(consumer: Any, committing: Mapping[Any, int] | None = None) -> 
     return lost
 
 
-def _describe(lost: Mapping[Any, tuple[int, int]]) -> str:
+def absent_from_log(consumer: Any, tp: Any, start: int, end: int) -> bool:
+    """True when Faust knows that offsets [start, end) hold no records for it (transaction markers,
+    aborted or compacted records: `Consumer._gap`, filled while fetching)."""
+    intervals = getattr(consumer, "_gap", {}).get(tp)
+    if not intervals:
+        return False
+    covered = start
+    for interval in sorted(intervals.overlap(start, end)):
+        if interval.begin > covered:
+            return False
+        covered = max(covered, interval.end)
+    return covered >= end
+
+
+def skipped_offsets(consumer: Any, next_offsets: Mapping[Any, int], messages: Any) -> dict[Any, tuple[int, int]]:
+    """Records a batch skips, before any of its outputs are sent: tp -> (first, last) offset.
+
+    `next_offsets`: per partition, the offset after the last record processed (else the committed
+    offset counts). A partition's records must follow on from there, allowing one offset (Faust itself
+    steps over a single missing offset at the head: a transaction marker) and offsets absent from the
+    log. Records dropped unprocessed (see `seek_before_resuming_streams`, or a batch acknowledged by
+    Faust although its processing failed) show here, before the outputs of the records after them are
+    sent: committed (with the clock ticks' offsets, or at a rebalance), those would come before the
+    dropped records, which a restart then processes out of order."""
+    skipped: dict[Any, tuple[int, int]] = {}
+    expected = dict(next_offsets)
+    for message in messages:
+        tp = message.tp
+        start = expected.get(tp)
+        if start is None and consumer is not None:
+            start = consumer._committed_offset.get(tp)
+        if start is not None and message.offset > start + 1 and tp not in skipped \
+                and not absent_from_log(consumer, tp, start, message.offset):
+            skipped[tp] = (start, message.offset - 1)
+        expected[tp] = message.offset + 1 if start is None else max(start, message.offset + 1)
+    return skipped
+
+
+def describe_offsets(lost: Mapping[Any, tuple[int, int]]) -> str:
     return "; ".join(f"{tp.topic}[{tp.partition}] offsets {first}..{last} were never processed (later ones were)"
                      for tp, (first, last) in sorted(lost.items()))
 
@@ -87,6 +127,10 @@ class CommitWatchdog:
         self.stuck_offsets_s = stuck_offsets_s
         self._waiting_since: dict[str, float] = {}
         self._lost_since: dict[Any, tuple[tuple[int, int], float]] = {}
+        # set at the first stall: from then on nothing is committed any more. Faust forgets what it
+        # could not commit (`Consumer._new_offset` drops the acknowledged offsets it hands out), and the
+        # commit at shutdown or at a rebalance would otherwise commit over the lost records
+        self.failure: CommitStalled | None = None
 
     def sent(self, transactional_id: str) -> None:
         self._waiting_since.setdefault(transactional_id, time.monotonic())
@@ -114,14 +158,33 @@ class CommitWatchdog:
         if consumer is not None:
             stuck = self.stuck_offsets(consumer)
             if stuck:
-                problems.append(_describe(stuck))
+                problems.append(describe_offsets(stuck))
         for tid, waited in sorted(self.stalled_transactions().items()):
             problems.append(f"transaction {tid} has held sent records uncommitted for {waited:.0f} s")
         return "; ".join(problems) or None
 
+    async def fail(self, app: Any, problem: str) -> CommitStalled:
+        """Refuse every later commit and crash the app (exit status 70)."""
+        if self.failure is None:
+            self.failure = CommitStalled(problem)
+            log.error("%s; stopping the worker so that its supervisor starts it again (open transactions are "
+                      "aborted, uncommitted input is processed again)", problem)
+        await app.crash(self.failure)
+        return self.failure
+
+    async def check_before_commit(self, app: Any, committing: Mapping[Any, int] | None = None) -> None:
+        """Raise (after crashing the app) instead of letting a commit go through after lost records."""
+        if self.failure is None:
+            consumer = getattr(app, "_consumer", None)
+            lost = lost_offsets(consumer, committing) if consumer is not None else {}
+            if not lost:
+                return
+            await self.fail(app, f"not committing: {describe_offsets(lost)}")
+        raise self.failure  # type: ignore[misc]
+
     async def watch(self, app: Any, interval: float = 1.0) -> None:
         """Runs for the worker's lifetime; crashes the app (exit status 70) at the first stall."""
-        while True:
+        while self.failure is None:
             await asyncio.sleep(interval)
             if getattr(app, "should_stop", False):
                 continue
@@ -130,16 +193,8 @@ class CommitWatchdog:
             except Exception:  # noqa: BLE001 - Faust's bookkeeping changed under us; look again next time
                 log.debug("commit watchdog: check failed", exc_info=True)
                 continue
-            if problem is None:
-                continue
-            await crash_for_restart(app, CommitStalled(problem))
-            return
-
-
-async def crash_for_restart(app: Any, exc: CommitStalled) -> None:
-    log.error("%s; stopping the worker so that its supervisor starts it again (open transactions are "
-              "aborted, uncommitted input is processed again)", exc)
-    await app.crash(exc)
+            if problem is not None:
+                await self.fail(app, problem)
 
 
 def commit_watchdog(producer: Any) -> CommitWatchdog | None:
@@ -161,13 +216,8 @@ def robust_commit_transactions(producer: Any) -> None:
 
     async def commit_transactions(tid_to_offset_map: Mapping[str, Mapping[Any, int]], group_id: str,
                                   start_new_transaction: bool = True) -> None:
-        consumer = getattr(producer.app, "_consumer", None)
-        if consumer is not None:
-            lost = lost_offsets(consumer, {tp: offset for offsets in tid_to_offset_map.values() for tp, offset in offsets.items()})
-            if lost:
-                exc = CommitStalled(f"not committing: {_describe(lost)}")
-                await crash_for_restart(producer.app, exc)
-                raise exc
+        await watchdog.check_before_commit(
+            producer.app, {tp: offset for offsets in tid_to_offset_map.values() for tp, offset in offsets.items()})
         for transactional_id, offsets in tid_to_offset_map.items():
             lock = producer._trn_locks.get(transactional_id)
             transaction_producer = producer._transaction_producers.get(transactional_id)
@@ -258,9 +308,13 @@ async def commit_open_transactions(producer: Any) -> int:
     Committed, the outputs, the changelog and the local copy agree (the input offsets of that last
     stretch stay uncommitted, as Faust no longer tracks revoked partitions, so it is read again and
     deduplicated); stopped, every producer is created afresh for the new assignment. A commit that fails
-    raises: Faust then crashes the worker, and the next start restores the state from the changelog."""
+    raises: Faust then crashes the worker, and the next start restores the state from the changelog.
+    Nothing is committed once input records were lost (`CommitWatchdog.check_before_commit`): read
+    again after the rebalance, they would come after later records whose outputs this commit made final."""
     committed = 0
     watchdog = commit_watchdog(producer)
+    if watchdog is not None:
+        await watchdog.check_before_commit(producer.app)
     for transactional_id, transaction_producer in list(producer._transaction_producers.items()):
         lock = producer._trn_locks.get(transactional_id)
         manager = transaction_producer._txn_manager

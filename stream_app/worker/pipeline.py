@@ -26,7 +26,7 @@ from ..segments.rfm_population import reference_for
 from ..settings import Settings
 from ..timeutil import format_timestamp
 from . import metrics
-from .faust_fixes import send_in_one_transaction
+from .faust_fixes import CommitStalled, CommitWatchdog, commit_watchdog, describe_offsets, send_in_one_transaction, skipped_offsets
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class SegmentationPipeline:
         self.rfm_refresh: set[int] = set()  # partitions to re-score against rfm_population at their next tick
         self.rfm_refreshed_at = 0
         self._in_flight: list[tuple[PartitionStoreView, list[Any], int]] = []
+        self._next_offset: dict[Any, int] = {}  # per source partition: the offset after the last record processed
 
     def set_config(self, cfg: CatalogConfig) -> None:
         """New definitions: each partition decides every user again at its next tick, in its transaction."""
@@ -121,6 +122,7 @@ class SegmentationPipeline:
         """After a rebalance every engine is rebuilt from the table on first use."""
         self.engines.clear()
         self.population.clear()
+        self._next_offset.clear()  # the partitions start again from their committed offsets
         self._publish_population()
 
     def _engine(self, partition: int) -> tuple[PartitionEngine, PartitionStoreView]:
@@ -148,6 +150,24 @@ class SegmentationPipeline:
             metrics.POPULATION.labels(segment, member).set(count)
 
     async def process(self, events: Sequence[Any]) -> None:
+        """Process one batch. Faust acknowledges a batch's records when the agent is done with it, also
+        when processing failed: then the worker stops and commits nothing more (status 70, restarted
+        by its supervisor), which also covers records Faust dropped before they got here."""
+        skipped = skipped_offsets(getattr(self.app, "_consumer", None), self._next_offset, (event.message for event in events))
+        if skipped:
+            raise await self._fail(f"records were skipped, never processed: {describe_offsets(skipped)}")
+        try:
+            await self._process(events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._fail(f"processing a batch failed ({exc!r}); its records are acknowledged but not all processed")
+            raise
+        for event in events:  # only now: a batch that fails half-way counts as skipped at the next one
+            message = event.message
+            self._next_offset[message.tp] = max(self._next_offset.get(message.tp, 0), message.offset + 1)
+
+    async def _process(self, events: Sequence[Any]) -> None:
         wall = now_ms()
         records: dict[int, list[RawRecord]] = defaultdict(list)
         ticked: set[int] = set()
@@ -181,6 +201,11 @@ class SegmentationPipeline:
             metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
         await self._confirm()
         self._update_lag(set(records) | ticked)
+
+    async def _fail(self, problem: str) -> CommitStalled:
+        """Crash the worker (status 70, restarted by its supervisor) and commit nothing more."""
+        watchdog = commit_watchdog(getattr(self.app, "producer", None)) or CommitWatchdog()
+        return await watchdog.fail(self.app, problem)
 
     async def _commit_result(self, partition: int, source_topic: str, view: PartitionStoreView, result: BatchResult) -> None:
         """Hand a result's records to the partition's transaction and apply its profile writes locally
