@@ -66,6 +66,37 @@ def test_trimming_gives_free_heap_memory_back():
     assert len(kept) == 4000
 
 
+LARGE_BLOCKS = """
+import ctypes, json, sys
+from stream_app.worker import allocator
+from stream_app.worker.memory_report import _MallInfo2, GLIBC
+if sys.argv[1] == "fixed":
+    assert allocator.fix_mmap_threshold()
+# freeing one mmapped block makes glibc raise its threshold above that size (the default behaviour)
+del_me = ctypes.create_string_buffer(1 << 20)
+del del_me
+blocks = [ctypes.create_string_buffer(512 * 1024) for _ in range(64)]
+GLIBC.mallinfo2.restype = _MallInfo2
+print(json.dumps({"mmapped": GLIBC.mallinfo2().hblkhd, "heap": GLIBC.mallinfo2().uordblks}))
+"""
+
+
+def test_a_fixed_mmap_threshold_keeps_large_blocks_out_of_the_heap():
+    """With glibc's dynamic threshold, large blocks land in the heap after the first one is freed, and
+    leave holes there; with the threshold fixed they stay mmapped, returned to the system when freed."""
+    import json
+    import subprocess
+    import sys
+
+    def run(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", LARGE_BLOCKS, mode], capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    default, fixed = run("default"), run("fixed")
+    assert fixed["mmapped"] >= 32 * MIB, fixed
+    assert default["mmapped"] < 8 * MIB and default["heap"] >= 32 * MIB, default
+
+
 def test_only_rocksdb_partitions_count_as_local_state_to_discard(tmp_path):
     from stream_app.worker.app import CLEAN_STOP_MARKER, _discard_state_after_unclean_stop
 

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..settings import Settings
 from . import metrics
-from .allocator import trim_free_memory
+from .allocator import fix_mmap_threshold, trim_free_memory
 from .definitions import DefinitionsWatcher
 from .faust_fixes import (commit_open_transactions, commit_watchdog, highwaters_from_the_broker, robust_commit_transactions,
                           seek_before_resuming_streams, start_stop_watchdog)
@@ -176,6 +176,7 @@ def run_worker(settings: Settings) -> None:
     from ..kafka_security import KafkaAccessError, check_access
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(message)s")
+    fix_mmap_threshold()  # before RocksDB and Kafka allocate: large blocks stay out of the heap (worker/allocator.py)
     try:
         check_access(settings.kafka_security, settings.bootstrap_servers)
     except KafkaAccessError as exc:
