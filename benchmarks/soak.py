@@ -316,7 +316,7 @@ def main() -> int:
     p99 = max(r["lat_p99_ms"] for r in lat) if lat else float("nan")
     flat = worst <= 0.10
     lag_ok = bool(lags) and statistics.median(lags[-max(1, len(lags) // 5):]) <= max(10 * args.rate, 2 * statistics.median(lags))
-    title = (f"soak: {args.rate} ev/s, {args.users} users, {args.minutes:g} min; RSS {base:.0f} → {statistics.median(last_minute):.0f} MiB "
+    title = (f"soak: {args.rate} ev/s, {args.users} users, {warmup / 60:.0f} min warm-up + {args.minutes:g} min; RSS {base:.0f} → {statistics.median(last_minute):.0f} MiB "
              f"(max dev {worst:.1%})")
     plot(rows, png_path, warmup, title)
     print(f"samples {len(rows)}; warm-up {warmup:.0f} s; events produced {load.sent}, consumed {rows[-1]['events_consumed']}; "
