@@ -90,7 +90,16 @@ def _follow(settings: Settings, stop: threading.Event) -> None:
     consumer.close()
 
 
+def _stop_like_ctrl_c(signum: int, _frame: object) -> None:
+    """SIGTERM and SIGHUP (`timeout`, `kill`, a closed terminal) stop the demo the way Ctrl-C does, so
+    the worker (in its own session) and the broker are stopped too instead of being left running."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_demo(seed: int = 7) -> int:
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _stop_like_ctrl_c)
     root = Path(os.environ.get("STREAM_APP_DEMO_DIR", "var/demo"))
     root.mkdir(parents=True, exist_ok=True)
     broker = None
