@@ -35,16 +35,6 @@ def log_time(line: str) -> float:
     return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def wait(predicate, timeout: float, what: str, worker: Worker) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if not worker.alive():
-            raise SystemExit(f"the worker exited with {worker.proc.returncode} while waiting for {what}; see {worker.log_path}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}; see {worker.log_path}")
-        time.sleep(0.2)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=100_000)
@@ -72,7 +62,7 @@ def main() -> int:
     loading = time.monotonic()
     worker = Worker(bench, data_dir, name="load")
     try:
-        wait(lambda: worker.metric("stream_app_events_consumed_total") >= sent, 7200, f"{sent} events processed", worker)
+        worker.wait_until(lambda: worker.metric("stream_app_events_consumed_total") >= sent, 7200, f"{sent} events processed")
         print(f"loaded {args.users} profiles ({sent} events) in {time.monotonic() - loading:.0f} s", flush=True)
         time.sleep(3)  # the last transactions commit
     finally:
@@ -90,7 +80,7 @@ def main() -> int:
     producer.flush()
     producer.close()
     try:
-        wait(lambda: worker.metric("stream_app_events_consumed_total") >= 1, 7200, "the first new event after the restart", worker)
+        worker.wait_until(lambda: worker.metric("stream_app_events_consumed_total") >= 1, 7200, "the first new event after the restart")
         ready_s = time.monotonic() - started
         lines = worker.log_path.read_text(errors="replace").splitlines()
     finally:

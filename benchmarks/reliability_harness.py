@@ -100,6 +100,16 @@ class Worker:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def wait_until(self, predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        """Poll `predicate` until it holds; exit (SystemExit) if the worker dies or `timeout` s pass."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if not self.alive():
+                raise SystemExit(f"the worker exited with {self.proc.returncode} while waiting for {what}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out waiting for {what}; see {self.log_path}")
+            time.sleep(0.2)
+
     def log_contains(self, text: str) -> bool:
         return text in self.log_path.read_text(errors="replace")
 

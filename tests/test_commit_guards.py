@@ -155,3 +155,16 @@ def test_after_a_rebalance_partitions_start_from_their_committed_offsets() -> No
     # read again from the committed offset: not a jump backwards that hides anything
     asyncio.run(pipeline.process(events_of((EVENTS, 0), (EVENTS, 1))))
     assert app.crashed == []
+
+
+def test_a_rebalance_during_a_batch_forgets_the_batch_offsets_too() -> None:
+    app = FakeApp(consumer(committed={EVENTS: 0}))
+    pipeline = pipeline_on(app)
+
+    async def rebalanced_meanwhile(events):
+        pipeline.forget_partitions()
+
+    pipeline._process = rebalanced_meanwhile  # type: ignore[method-assign]
+    asyncio.run(pipeline.process(events_of((EVENTS, 0), (EVENTS, 1))))
+    assert pipeline._next_offset == {}
+    assert app.crashed == []

@@ -6,8 +6,8 @@ held (`malloc_free_held` in the memory report; docs/reliability.md, "Soak"). Two
 - `fix_mmap_threshold`: glibc serves blocks of 128 KiB and more with their own mmap, returned to the
   system when freed, but by default it raises that threshold every time such a block is freed (up to
   32 MiB), after which large blocks come from the heap and leave large holes in it. Fixing the
-  threshold (and the trim threshold) keeps large blocks out of the heap: in a 30-minute soak the free
-  bytes held stayed at about 2 MiB instead of climbing from 6 to 27 MiB.
+  threshold (and the trim threshold) keeps large blocks out of the heap: in the soaks the free bytes
+  held stayed between 2 and 10 MiB instead of climbing from 6 to 27 MiB in 30 minutes.
 - `trim_free_memory`: `malloc_trim(0)` returns every whole free page of every arena; about a
   millisecond, every `STREAM_APP_MALLOC_TRIM_S`.
 """

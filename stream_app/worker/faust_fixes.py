@@ -81,7 +81,8 @@ def absent_from_log(consumer: Any, tp: Any, start: int, end: int) -> bool:
     return covered >= end
 
 
-def skipped_offsets(consumer: Any, next_offsets: Mapping[Any, int], messages: Any) -> dict[Any, tuple[int, int]]:
+def skipped_offsets(consumer: Any, next_offsets: Mapping[Any, int], messages: Any,
+                    offsets_after: dict[Any, int] | None = None) -> dict[Any, tuple[int, int]]:
     """Records a batch skips, before any of its outputs are sent: tp -> (first, last) offset.
 
     `next_offsets`: per partition, the offset after the last record processed (else the committed
@@ -90,7 +91,8 @@ def skipped_offsets(consumer: Any, next_offsets: Mapping[Any, int], messages: An
     log. Records dropped unprocessed (see `seek_before_resuming_streams`, or a batch acknowledged by
     Faust although its processing failed) show here, before the outputs of the records after them are
     sent: committed (with the clock ticks' offsets, or at a rebalance), those would come before the
-    dropped records, which a restart then processes out of order."""
+    dropped records, which a restart then processes out of order. `offsets_after`, when given, receives
+    the `next_offsets` that hold once the batch is processed."""
     skipped: dict[Any, tuple[int, int]] = {}
     expected = dict(next_offsets)
     for message in messages:
@@ -102,6 +104,8 @@ def skipped_offsets(consumer: Any, next_offsets: Mapping[Any, int], messages: An
                 and not absent_from_log(consumer, tp, start, message.offset):
             skipped[tp] = (start, message.offset - 1)
         expected[tp] = message.offset + 1 if start is None else max(start, message.offset + 1)
+    if offsets_after is not None:
+        offsets_after.update(expected)
     return skipped
 
 

@@ -122,7 +122,7 @@ class SegmentationPipeline:
         """After a rebalance every engine is rebuilt from the table on first use."""
         self.engines.clear()
         self.population.clear()
-        self._next_offset.clear()  # the partitions start again from their committed offsets
+        self._next_offset = {}  # the partitions start again from their committed offsets
         self._publish_population()
 
     def _engine(self, partition: int) -> tuple[PartitionEngine, PartitionStoreView]:
@@ -153,7 +153,8 @@ class SegmentationPipeline:
         """Process one batch. Faust acknowledges a batch's records when the agent is done with it, also
         when processing failed: then the worker stops and commits nothing more (status 70, restarted
         by its supervisor), which also covers records Faust dropped before they got here."""
-        skipped = skipped_offsets(getattr(self.app, "_consumer", None), self._next_offset, (event.message for event in events))
+        before, after = self._next_offset, {}
+        skipped = skipped_offsets(getattr(self.app, "_consumer", None), before, (event.message for event in events), after)
         if skipped:
             raise await self._fail(f"records were skipped, never processed: {describe_offsets(skipped)}")
         try:
@@ -163,9 +164,10 @@ class SegmentationPipeline:
         except Exception as exc:
             await self._fail(f"processing a batch failed ({exc!r}); its records are acknowledged but not all processed")
             raise
-        for event in events:  # only now: a batch that fails half-way counts as skipped at the next one
-            message = event.message
-            self._next_offset[message.tp] = max(self._next_offset.get(message.tp, 0), message.offset + 1)
+        # only now: a batch that fails half-way counts as skipped at the next one; and not after a
+        # rebalance during the batch, when every partition starts again from its committed offset
+        if self._next_offset is before:
+            self._next_offset = after
 
     async def _process(self, events: Sequence[Any]) -> None:
         wall = now_ms()
@@ -204,6 +206,8 @@ class SegmentationPipeline:
 
     async def _fail(self, problem: str) -> CommitStalled:
         """Crash the worker (status 70, restarted by its supervisor) and commit nothing more."""
+        # the producer's watchdog (run_worker installs it) also refuses every later commit; an app
+        # without one (the unit tests) is only crashed
         watchdog = commit_watchdog(getattr(self.app, "producer", None)) or CommitWatchdog()
         return await watchdog.fail(self.app, problem)
 
