@@ -1,16 +1,21 @@
 """How the worker and the CLI authenticate to Kafka and encrypt the connection (README "Configuration",
 docs/security.md).
 
-One `KafkaSecurity` value, read from the environment (secrets may come from files), and three
-translations of it: Faust's `broker_credentials`, and the keyword arguments of aiokafka and kafka-python
-clients. Secrets are held in `Secret`, whose str and repr never show the value, so they cannot reach a
-log line, an exception message or a metric by accident.
+One `KafkaSecurity` value, read from the environment (secrets may come from files), and its
+translations: librdkafka's configuration properties (confluent-kafka, the worker's driver), and, until
+everything runs on that driver, Faust's `broker_credentials` and the keyword arguments of aiokafka and
+kafka-python clients. Secrets are held in `Secret`, whose str and repr never show the value, so they
+cannot reach a log line, an exception message or a metric by accident; they are revealed only in what
+is handed to a client.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -159,6 +164,39 @@ class KafkaSecurity:
                     "KAFKA_SSL_KEY_PASSWORD_FILE holds the key's password if it is encrypted") from None
         return context
 
+    def librdkafka_config(self) -> dict[str, str]:
+        """The librdkafka properties (confluent-kafka's Producer, Consumer and AdminClient config): merge
+        them into the client's config. The only translation that holds the secrets in clear: hand it to
+        the client and do not log it.
+
+        Without `cafile` no `ssl.ca.location` is set, and the system trust store is used: librdkafka
+        linked statically with OpenSSL (the confluent-kafka wheels) then probes the usual CA bundle paths
+        (/etc/ssl/certs/ca-certificates.crt, /etc/pki/tls/certs/ca-bundle.crt, ...) itself, and one linked
+        dynamically uses OpenSSL's default paths. A client certificate without `keyfile` holds its key in
+        the same PEM file, as for Python's `load_cert_chain`."""
+        config = {"security.protocol": self.protocol}
+        if self.uses_sasl:
+            assert self.mechanism is not None and self.username is not None and self.password is not None
+            config.update({"sasl.mechanism": self.mechanism, "sasl.username": self.username,
+                           "sasl.password": self.password.reveal()})
+        if self.uses_ssl:
+            if self.cafile is not None:
+                config["ssl.ca.location"] = str(self.cafile)
+            if self.certfile is not None:
+                config["ssl.certificate.location"] = str(self.certfile)
+                config["ssl.key.location"] = str(self.keyfile or self.certfile)
+                if self.key_password is not None:
+                    config["ssl.key.password"] = self.key_password.reveal()
+            config["ssl.endpoint.identification.algorithm"] = "https" if self.check_hostname else "none"
+        return config
+
+    def _redact(self, text: str) -> str:
+        """`text` with any of our secrets replaced by `***` (for strings that come from a client library)."""
+        for secret in (self.password, self.key_password):
+            if secret is not None and secret.reveal():
+                text = text.replace(secret.reveal(), HIDDEN)
+        return text
+
     def faust_credentials(self) -> Any:
         """`broker_credentials=` for faust.App (None for PLAINTEXT). Faust hands them to its consumer, every
         producer (transactional ones included) and the client that creates topics."""
@@ -253,27 +291,72 @@ def security_from_env(environ: Mapping[str, str] | None = None) -> KafkaSecurity
 
 AUTH_FAILURE_HINT = ("check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD_FILE (or KAFKA_SASL_PASSWORD) and KAFKA_SASL_MECHANISM "
                      "against the user's SCRAM credentials on the cluster")
+CAFILE_HINT = ("set KAFKA_SSL_CAFILE to the PEM file of the CA that signed the brokers' certificates (and connect by a "
+               "name or address the certificate lists)")
+
+# librdkafka's error strings: "sasl_ssl://host:9096/bootstrap: <what> (after 12ms in state AUTH_REQ, ...)"
+_RDKAFKA_BROKER_PREFIX = re.compile(r"^[a-z_]+://\S+?/(?:bootstrap|\d+): ")
+_RDKAFKA_AFTER_SUFFIX = re.compile(r" \(after \d+ms in state [A-Z_]+(?:, .*)?\)$")
+_RDKAFKA_CA_ADVICE = re.compile(r": broker certificate could not be verified, verify that ssl\.ca\.location .*$")
 
 
-def explain_connection_error(exc: BaseException, security: KafkaSecurity, bootstrap: str) -> str | None:
+def _librdkafka_error(exc: Any) -> Any:
+    """The `confluent_kafka.KafkaError` in `exc` (a KafkaError itself, or a KafkaException), else None."""
+    try:
+        from confluent_kafka import KafkaError, KafkaException
+    except ImportError:  # pragma: no cover - confluent-kafka is the driver's client
+        return None
+    if isinstance(exc, KafkaError):
+        return exc
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def _librdkafka_said(error: Any) -> str:
+    """What librdkafka says, without the broker name (the message names the server) and the timing."""
+    said = _RDKAFKA_BROKER_PREFIX.sub("", error.str().strip())
+    said = _RDKAFKA_AFTER_SUFFIX.sub("", said)
+    return _RDKAFKA_CA_ADVICE.sub("", said) or error.name()
+
+
+def explain_connection_error(exc: Any, security: KafkaSecurity, bootstrap: str) -> str | None:
     """A message for people when `exc` is an authentication or TLS failure (None otherwise). Never
-    includes a secret."""
-    chain: list[BaseException] = []
-    seen: BaseException | None = exc
-    while seen is not None and seen not in chain:
+    includes a secret.
+
+    `exc` is an exception of aiokafka or kafka-python (the chain of causes is searched: SASL or
+    authentication errors, `ssl.SSLCertVerificationError`), or librdkafka's `KafkaError` as an
+    `error_cb` gets it (or a `KafkaException` holding one): `_AUTHENTICATION` for a refused login or
+    SASL mechanism, `_SSL` or `_TRANSPORT` with "certificate verify failed" for an untrusted broker
+    certificate or a host name it does not list."""
+    refused_said: str | None = None
+    unverified_said: str | None = None
+    chain: list[Any] = []
+    seen: Any = exc
+    while seen is not None and not any(seen is e for e in chain):
         chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    refused = [e for e in chain if "Sasl" in type(e).__name__ or "Authentication" in type(e).__name__]
-    if refused:
-        said = str(refused[0]).strip()
-        return (f"Kafka at {bootstrap} refused authentication ({security.describe()}): {said or type(refused[0]).__name__}; "
-                f"{AUTH_FAILURE_HINT}")
-    unverified = [e for e in chain if isinstance(e, ssl.SSLCertVerificationError)]
-    if unverified:
-        return (f"the TLS certificate of Kafka at {bootstrap} could not be verified "
-                f"({unverified[0].verify_message or unverified[0]}; {security.describe()}): set KAFKA_SSL_CAFILE to the "
-                "PEM file of the CA that signed the brokers' certificates (and connect by a name or address the "
-                "certificate lists)")
+        seen = getattr(seen, "__cause__", None) or getattr(seen, "__context__", None)
+    for item in chain:
+        error = _librdkafka_error(item)
+        if error is not None:
+            from confluent_kafka import KafkaError
+
+            text = error.str() or ""
+            if error.code() == KafkaError._AUTHENTICATION and refused_said is None:
+                refused_said = _librdkafka_said(error)
+            elif (error.code() in (KafkaError._SSL, KafkaError._TRANSPORT) and "certificate verify failed" in text
+                  and unverified_said is None):
+                unverified_said = _librdkafka_said(error)
+        elif ("Sasl" in type(item).__name__ or "Authentication" in type(item).__name__) and refused_said is None:
+            refused_said = str(item).strip() or type(item).__name__
+        elif isinstance(item, ssl.SSLCertVerificationError) and unverified_said is None:
+            unverified_said = str(item.verify_message or item)
+    if refused_said is not None:
+        return security._redact(f"Kafka at {bootstrap} refused authentication ({security.describe()}): {refused_said}; "
+                                f"{AUTH_FAILURE_HINT}")
+    if unverified_said is not None:
+        return security._redact(f"the TLS certificate of Kafka at {bootstrap} could not be verified "
+                                f"({unverified_said}; {security.describe()}): {CAFILE_HINT}")
     return None
 
 
@@ -282,36 +365,62 @@ class KafkaAccessError(RuntimeError):
     check, and never contains a secret."""
 
 
-def _host_port(server: str) -> tuple[str, int]:
-    host, _, port = server.strip().rpartition(":")
-    if not host:
-        return port.strip("[]"), 9092
-    return host.strip("[]"), int(port)
+def _quiet_logger() -> logging.Logger:
+    """For librdkafka's own log lines during the check (it prints them to stderr otherwise): what matters
+    is reported as `KafkaAccessError`, and the real clients log their connection failures anyway."""
+    logger = logging.getLogger("stream_app.kafka_security.access_check")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
 
 
 def check_access(security: KafkaSecurity, bootstrap_servers: str, timeout_s: float = 20.0) -> None:
-    """With TLS or SASL configured, open one connection (TLS handshake and SASL authentication) to the
-    first bootstrap server that answers, and raise `KafkaAccessError` if it refuses us. Kafka clients
-    only retry and time out on a refused login ("Unable to bootstrap"); this says why. Servers that do
-    not answer are left to the clients' own retries."""
+    """With TLS or SASL configured, connect (TLS handshake, SASL authentication, a metadata request)
+    to each bootstrap server in turn until one answers, and raise `KafkaAccessError` if one refuses us.
+    Kafka clients only retry and time out on a refused login or an untrusted certificate ("all brokers
+    are down"); this says why. Servers that do not answer (or fail otherwise) are left to the clients'
+    own retries: the next one is tried, and none answering is no error here.
+
+    Runs on confluent-kafka (librdkafka), with the same properties the driver's clients get
+    (`KafkaSecurity.librdkafka_config`): librdkafka reports a refused login only to the `error_cb`."""
     if security.protocol == "PLAINTEXT":
         return
-    import asyncio
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
 
-    from aiokafka.conn import create_conn
-
-    async def attempt(host: str, port: int) -> None:
-        conn = await asyncio.wait_for(
-            create_conn(host, port, client_id="stream-app-access-check", request_timeout_ms=int(timeout_s * 1000),
-                        **security.aiokafka_kwargs()),
-            timeout_s)
-        conn.close()
-
-    for server in [s for s in bootstrap_servers.split(",") if s.strip()]:
+    for server in [s.strip() for s in bootstrap_servers.split(",") if s.strip()]:
+        errors: list[Any] = []
+        config: dict[str, Any] = {
+            "bootstrap.servers": server, "client.id": "stream-app-access-check", **security.librdkafka_config(),
+            "error_cb": errors.append, "logger": _quiet_logger(),
+        }
         try:
-            asyncio.run(attempt(*_host_port(server)))
-            return
-        except Exception as exc:  # noqa: BLE001 - only auth and TLS failures are turned into errors here
-            message = explain_connection_error(exc, security, server.strip())
-            if message is not None:
-                raise KafkaAccessError(message) from None
+            client = AdminClient(config)
+        except KafkaException as exc:
+            said = _librdkafka_said(exc.args[0]) if _librdkafka_error(exc) is not None else str(exc)
+            raise KafkaAccessError(security._redact(
+                f"a Kafka client cannot be set up with these settings ({security.describe()}): {said}; check that "
+                "KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE are PEM files and that "
+                "KAFKA_SSL_KEY_PASSWORD_FILE holds the key's password if it is encrypted")) from None
+        del config
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break  # no answer: the next server
+                try:
+                    client.list_topics(timeout=min(0.25, left))
+                    return  # handshake, login and a request went through
+                except KafkaException:
+                    pass
+                client.poll(0.1)  # serve error_cb: the reason is only reported there
+                for error in errors:
+                    message = explain_connection_error(error, security, server)
+                    if message is not None:
+                        raise KafkaAccessError(message) from None
+                if any(e.code() != KafkaError._ALL_BROKERS_DOWN for e in errors):
+                    break  # refused the connection, or failed otherwise: the next server
+        finally:
+            del client

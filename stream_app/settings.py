@@ -60,13 +60,17 @@ class Settings:
     lateness_ms: int | None = field(default_factory=lambda: _optional_int("STREAM_APP_LATENESS_MS"))
     historical_after_ms: int | None = field(default_factory=lambda: _optional_int("STREAM_APP_HISTORICAL_AFTER_MS"))
     batch_max: int = field(default_factory=lambda: _int("STREAM_APP_BATCH_MAX", 2000))
-    batch_within_ms: int = field(default_factory=lambda: _int("STREAM_APP_BATCH_WITHIN_MS", 50))
-    tick_interval_ms: int = field(default_factory=lambda: _int("STREAM_APP_TICK_INTERVAL_MS", 500))
+    # a transaction commits as soon as nothing more is buffered, else this long after its first record
+    commit_interval_ms: int = field(default_factory=lambda: _int("STREAM_APP_COMMIT_INTERVAL_MS", 100))
+    # how often idle partitions' clocks follow the wall clock and due timers fire
+    clock_interval_ms: int = field(default_factory=lambda: _int("STREAM_APP_CLOCK_INTERVAL_MS", 500))
+    # the process slot's stable identity: group.instance.id and transactional.id (default: host + data folder)
+    instance_id: str | None = field(default_factory=lambda: os.environ.get("STREAM_APP_INSTANCE_ID") or None)
     max_event_bytes: int = field(default_factory=lambda: _int("STREAM_APP_MAX_EVENT_BYTES", 32 * 1024))
     stop_grace_s: int = field(default_factory=lambda: _int("STREAM_APP_STOP_GRACE_S", 20))
     session_timeout_s: int = field(default_factory=lambda: _int("STREAM_APP_SESSION_TIMEOUT_S", 10))
     log_level: str = field(default_factory=lambda: _env("STREAM_APP_LOG_LEVEL", "info"))
-    # RocksDB memory of the whole worker, all profile-table partitions together (worker/rocksdb_budget.py)
+    # RocksDB memory of the whole worker, all profile-table partitions together (driver/store.py)
     rocksdb_memory_mb: int = field(default_factory=lambda: _int("STREAM_APP_ROCKSDB_MEMORY_MB", 64))
     # give free C-heap memory back to the OS every N seconds (0: never); worker/allocator.py
     malloc_trim_s: int = field(default_factory=lambda: _int("STREAM_APP_MALLOC_TRIM_S", 60))
@@ -76,9 +80,18 @@ class Settings:
     kafka_security: KafkaSecurity = field(default_factory=_security)
 
     @property
-    def ticks_topic(self) -> str:
-        return f"{self.app_id}.clock-ticks"
+    def changelog_topic(self) -> str:
+        """The profiles' compacted changelog (the name the Faust-based worker used, so it carries over)."""
+        return f"{self.app_id}-profiles-changelog"
 
     @property
-    def broker_urls(self) -> list[str]:
-        return [f"kafka://{host.strip()}" for host in self.bootstrap_servers.split(",") if host.strip()]
+    def slot_id(self) -> str:
+        """`instance_id`, or this host's name and a hash of the absolute data folder: stable across
+        restarts, and distinct for two processes on one host (each needs its own data folder)."""
+        if self.instance_id:
+            return self.instance_id
+        import hashlib
+        import socket
+
+        folder = hashlib.blake2b(str(self.data_dir.resolve()).encode(), digest_size=4).hexdigest()
+        return f"{socket.gethostname()}-{folder}"

@@ -1,4 +1,4 @@
-"""The worker's RocksDB memory is one budget shared by every table partition (worker/rocksdb_budget.py),
+"""The worker's RocksDB memory is one budget shared by every partition store (driver/store.py),
 and the memory report (worker/memory_report.py) breaks RSS down without user data."""
 
 from __future__ import annotations
@@ -9,35 +9,42 @@ from dataclasses import replace
 
 from stream_app.settings import Settings
 from stream_app.worker.memory_report import MemoryReport
-from stream_app.worker.rocksdb_budget import MIB, SharedBudgetOptions
+from stream_app.driver.store import MIB, PartitionStore, StoreBudget
 
 
 def test_partitions_share_one_bounded_cache_and_flush_their_memtables(tmp_path):
     budget = 8 * MIB
-    options = SharedBudgetOptions(budget, use_rocksdict=True, write_buffer_size=8 * MIB, max_write_buffer_number=2)
-    assert options.write_buffer_size == 1 * MIB  # 1/32 of the budget, at least 1 MiB
-    dbs = [options.open(tmp_path / f"p{i}") for i in range(4)]
+    shared = StoreBudget(budget)
+    assert shared.write_buffer_size == 1 * MIB  # 1/32 of the budget, at least 1 MiB
+    stores = [PartitionStore(tmp_path / f"p{i}", shared, "changelog", i) for i in range(4)]
     rng = random.Random(7)
-    keys = [rng.randbytes(12) for _ in range(60_000)]
+    keys = [rng.randbytes(12).hex() for _ in range(60_000)]
     for n, key in enumerate(keys):  # about 30 MiB of values: far more than the budget
-        dbs[n % 4][key] = rng.randbytes(500)
-    written = options.usage()
+        stores[n % 4].stage({key: rng.randbytes(500)})
+        if n % 1000 == 999:
+            for store in stores:
+                store.apply_staged(n)
+    for store in stores:
+        store.apply_staged(len(keys))
+    written = shared.usage()
     assert 0 < written["memtables"] <= budget // 2 + 4 * MIB, written  # flushed at half the budget (+ one memtable each)
     for n, key in enumerate(keys[::3]):  # reads fill the shared block cache
-        assert dbs[(n * 3) % 4][key] is not None
-    read = options.usage()
+        assert stores[(n * 3) % 4].get(key) is not None
+    read = shared.usage()
     assert budget // 2 < read["cache"] <= budget * 1.05, read  # one cache, bounded by the budget, used
-    for db in dbs:
-        db.close()
+    assert all(store.next_changelog_offset() == len(keys) for store in stores)
+    for store in stores:
+        store.close()
 
 
-def test_the_worker_opens_its_profile_table_with_the_shared_budget():
-    from stream_app.worker.app import build_app
+def test_the_worker_opens_its_stores_with_the_shared_budget(tmp_path):
+    from stream_app.worker.app import build_worker
 
-    app = build_app(replace(Settings(), rocksdb_memory_mb=48))
-    options = app.tables["profiles"].data.rocksdb_options
-    assert isinstance(options, SharedBudgetOptions)
-    assert options.budget_bytes == 48 * MIB
+    driver, _processor, _exchange = build_worker(replace(Settings(), rocksdb_memory_mb=48, data_dir=tmp_path))
+    assert driver.budget.budget_bytes == 48 * MIB
+    store = driver._open_store(0)
+    assert store.path.parent == tmp_path / "state"
+    store.close()
 
 
 def test_memory_report_line_breaks_rss_down():
@@ -95,21 +102,3 @@ def test_a_fixed_mmap_threshold_keeps_large_blocks_out_of_the_heap():
     default, fixed = run("default"), run("fixed")
     assert fixed["mmapped"] >= 32 * MIB, fixed
     assert default["mmapped"] < 8 * MIB and default["heap"] >= 32 * MIB, default
-
-
-def test_only_rocksdb_partitions_count_as_local_state_to_discard(tmp_path):
-    from stream_app.worker.app import CLEAN_STOP_MARKER, _discard_state_after_unclean_stop
-
-    settings = replace(Settings(), data_dir=tmp_path)
-    tables = tmp_path / "v1" / "tables"
-    (tables / "profiles-backups").mkdir(parents=True)  # what building the table's store creates
-    _discard_state_after_unclean_stop(settings, tables)
-    assert (tables / "profiles-backups").exists()  # a first start: nothing to discard
-
-    (tables / "profiles-0.db").mkdir()
-    (tmp_path / CLEAN_STOP_MARKER).write_text("clean\n")
-    _discard_state_after_unclean_stop(settings, tables)
-    assert (tables / "profiles-0.db").exists() and not (tmp_path / CLEAN_STOP_MARKER).exists()
-
-    _discard_state_after_unclean_stop(settings, tables)  # no marker: the last stop was not clean
-    assert not tables.exists()

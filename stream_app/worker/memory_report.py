@@ -3,7 +3,7 @@
 Enabled by STREAM_APP_MEMORY_REPORT_S=<seconds>. Every interval it logs one line (no user data):
 RSS (anonymous and file-backed); Python's small-object arenas and the live bytes in them; the C heap
 (glibc mallinfo2: bytes in use and free bytes the allocator keeps); RocksDB's shared cache and its
-memtables (worker/rocksdb_budget.py); and, when Python's
+memtables (driver/store.py); and, when Python's
 tracemalloc runs (PYTHONTRACEMALLOC=1), the Python heap and the source lines whose allocations grew most
 since the first report.
 """
@@ -19,7 +19,7 @@ import tempfile
 import tracemalloc
 
 from .allocator import GLIBC
-from .rocksdb_budget import MIB
+from ..driver.store import MIB
 
 log = logging.getLogger(__name__)
 

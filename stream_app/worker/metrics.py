@@ -15,12 +15,10 @@ EMIT_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
 )
 POPULATION = Gauge("stream_app_segment_population", "Users currently in each segment member", ["segment", "member"])
-ASSIGNED_PARTITIONS = Gauge("stream_app_assigned_input_partitions", "Input partitions this worker owns since the last rebalance")
 RFM_POPULATION = Gauge("stream_app_rfm_scored_customers", "Customers in the merged RFM population (all partitions, all workers)")
-CONSUMER_LAG = Gauge("stream_app_consumer_lag", "Input messages not yet processed, by partition", ["partition"])
 PARTITION_CLOCK = Gauge("stream_app_partition_clock_seconds", "Event-time clock of each partition (epoch seconds)", ["partition"])
 BATCH_SIZE = Histogram("stream_app_batch_size", "Input records per processed batch", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000))
-ROCKSDB_CACHE = Gauge("stream_app_rocksdb_cache_bytes", "RocksDB's shared block cache in use, memtables included (worker/rocksdb_budget.py)")
+ROCKSDB_CACHE = Gauge("stream_app_rocksdb_cache_bytes", "RocksDB's shared block cache in use, memtables included (driver/store.py)")
 ROCKSDB_BUDGET = Gauge("stream_app_rocksdb_budget_bytes", "RocksDB's memory budget (STREAM_APP_ROCKSDB_MEMORY_MB)")
 DROPPED_DORMANT = Counter("stream_app_dormant_profiles_dropped_total", "Profiles dropped after 400 days without events")
 
@@ -33,4 +31,9 @@ def observe_transition(record: dict) -> None:
         POPULATION.labels(segment, before).dec()
     if after is not None:
         POPULATION.labels(segment, after).inc()
-CLOCK_TICKS = Counter("stream_app_clock_ticks_total", "Wall-clock ticks processed (they drive idle partitions' clocks and timers)")
+CLOCK_TICKS = Counter("stream_app_clock_ticks_total", "Wall-clock punctuations: idle partitions' clocks follow the wall clock, due timers fire")
+TIMER_LATENESS = Histogram(
+    "stream_app_timer_lateness_seconds",
+    "From the partition clock passing a timer's due time to the commit of its transition",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

@@ -9,11 +9,10 @@ A partition that moves to another worker keeps its last summary until the new ow
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from ..segments.rfm_population import PartitionSummary, RfmPopulation
 from ..settings import Settings
@@ -31,12 +30,34 @@ class PopulationExchange:
         self.topic = population_topic(settings)
         self.latest: dict[int, PartitionSummary] = {}
         self.received = 0
-        self.ready = False  # true once everything published before this worker started has been read
+        self.ready = False  # true once everything published before this process started has been read
+        self.reader: Consumer | None = None
 
-    async def publish(self, producer: Any, summaries: dict[int, PartitionSummary]) -> None:
+    def follow(self, reader: Consumer) -> None:
+        """Read every summary ever published (read_committed: they are sent in transactions), then keep
+        following; `poll` takes what has arrived, without waiting."""
+        self.reader = reader
+        reader.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+
+    def poll(self) -> None:
+        if self.reader is None:
+            return
+        for message in self.reader.consume(1000, 0):
+            error = message.error()
+            if error is None:
+                self._receive(message.key(), message.value())
+            elif error.code() == KafkaError._PARTITION_EOF:
+                if not self.ready:
+                    self.ready = True
+                    log.info("RFM population: %d partition summaries read", len(self.latest))
+            else:
+                log.warning("RFM population topic: %s", error)
+
+    def publish(self, out: Any, summaries: dict[int, PartitionSummary]) -> None:
+        """Send this process's partition summaries in the open transaction."""
         for partition, summary in summaries.items():
             self.latest[partition] = summary
-            await producer.send(self.topic, str(partition).encode(), summary.to_bytes(), 0, None, None)
+            out.send(self.topic, str(partition).encode(), summary.to_bytes(), 0)
 
     def newest_clock(self) -> int:
         return max((summary.clock for summary in self.latest.values()), default=0)
@@ -44,31 +65,10 @@ class PopulationExchange:
     def merged(self) -> RfmPopulation:
         return RfmPopulation(self.latest)
 
-    async def follow(self) -> None:
-        """Read every summary ever published, then keep following; runs for the worker's lifetime."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False, group_id=None,
-            client_id=f"{self.settings.app_id}-rfm-population", **self.settings.kafka_security.aiokafka_kwargs(),
-        )
-        await consumer.start()
-        try:
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for record in records:
-                        self._receive(record.key, record.value)
-                if not self.ready and await consumer.position(tp) >= end:
-                    self.ready = True
-                    log.info("RFM population: %d partition summaries read", len(self.latest))
-        except asyncio.CancelledError:
-            raise
-        finally:
-            await consumer.stop()
-
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
     def _receive(self, key: bytes | None, value: bytes | None) -> None:
         try:
             partition = int((key or b"").decode())

@@ -1,50 +1,56 @@
-"""Create the topics of the topic contract (docs/contracts.md) if they do not exist yet."""
+"""Create the topics of the topic contract (README "Topic contracts") if they do not exist yet."""
 
 from __future__ import annotations
 
 import logging
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from ..settings import Settings
 from .population_exchange import population_topic
 
 log = logging.getLogger(__name__)
+COMPACTED = {"cleanup.policy": "compact"}
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
     n, rf = settings.partitions, settings.replication_factor
     return [
         NewTopic(settings.input_topic, n, rf),
-        NewTopic(settings.ticks_topic, n, rf, topic_configs={"retention.ms": str(3600_000)}),
         NewTopic(settings.transitions_topic, n, rf),
-        NewTopic(settings.memberships_topic, n, rf, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(settings.memberships_topic, n, rf, config=COMPACTED),
         NewTopic(settings.dlq_topic, n, rf),
+        # the profiles' changelog: one partition per input partition, compacted
+        NewTopic(settings.changelog_topic, n, rf, config=COMPACTED),
         # one partition: every worker reads every partition's RFM summary (key = input partition)
-        NewTopic(population_topic(settings), 1, rf, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(population_topic(settings), 1, rf, config=COMPACTED),
     ]
 
 
-def ensure_topics(settings: Settings) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin",
-                             **settings.kafka_security.kafka_python_kwargs())
-    try:
-        existing = set(admin.list_topics())
-        missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
-        if missing:
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.app_id}-admin",
+                        **settings.kafka_security.librdkafka_config()})
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    admin = admin_client(settings)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    missing = [spec for spec in topic_specs(settings) if spec.topic not in existing]
+    if missing:
+        for topic, future in admin.create_topics(missing, operation_timeout=timeout_s, request_timeout=timeout_s).items():
             try:
-                admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-            log.info("created topics: %s", ", ".join(t.name for t in missing))
-        described = admin.describe_topics([settings.input_topic, settings.ticks_topic])
-        counts = {(d.get("name") or d.get("topic")): len(d["partitions"]) for d in described}
-        if counts.get(settings.input_topic) != settings.partitions:
-            raise SystemExit(
-                f"topic {settings.input_topic} has {counts.get(settings.input_topic)} partitions but "
-                f"STREAM_APP_PARTITIONS={settings.partitions}; set STREAM_APP_PARTITIONS to the topic's count"
-            )
-    finally:
-        admin.close()
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        log.info("created topics: %s", ", ".join(t.topic for t in missing))
+    metadata = admin.list_topics(topic=settings.input_topic, timeout=timeout_s).topics.get(settings.input_topic)
+    count = len(metadata.partitions) if metadata is not None else None
+    if count != settings.partitions:
+        raise SystemExit(f"topic {settings.input_topic} has {count} partitions but STREAM_APP_PARTITIONS={settings.partitions}; "
+                         "set STREAM_APP_PARTITIONS to the topic's count")
+    changelog = admin.list_topics(topic=settings.changelog_topic, timeout=timeout_s).topics.get(settings.changelog_topic)
+    if changelog is not None and len(changelog.partitions) != settings.partitions:
+        raise SystemExit(f"topic {settings.changelog_topic} has {len(changelog.partitions)} partitions but the input topic has "
+                         f"{settings.partitions}; the changelog must have one partition per input partition")

@@ -1,0 +1,286 @@
+"""The consume-process-commit loop of one process slot, on confluent-kafka (librdkafka).
+
+    poll one record (waiting at most until the next punctuation), then take what else is buffered
+    (`Consumer.consume(batch_max - 1, 0)`) ──▶ processor.process(partition, records) per partition
+    ──▶ processor.punctuate(wall) when due (wall-clock progress, timers, reloads)
+    ──▶ commit (`driver/transaction.py`) as soon as nothing more was buffered, else once the open
+        transaction's first record is `commit_interval_ms` old.
+
+Rebalances (cooperative-sticky, static membership): newly assigned partitions are restored from their
+changelog before the callback returns (so their input is fetched only afterwards); before partitions are
+revoked, the open transaction is committed; lost partitions abort it. After an abort, every assigned
+partition is sought back to its committed offset and the processor rebuilds its in-memory state from the
+stores, which hold only committed writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from . import metrics
+from .clients import SlotConfig
+from .restore import restore
+from .store import PartitionStore, StoreBudget
+from .transaction import Transaction, TransactionAborted
+
+log = logging.getLogger(__name__)
+
+
+class Outputs(Protocol):
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None: ...
+
+
+class Processor(Protocol):
+    """What the driver runs: the application's side of the shell (`worker/segmentation.py`)."""
+
+    def assigned(self, stores: dict[int, PartitionStore]) -> None: ...
+
+    def revoked(self, partitions: Sequence[int]) -> None: ...
+
+    def process(self, partition: int, messages: Sequence[Message], wall_ms: int, out: Outputs) -> None: ...
+
+    def punctuate(self, wall_ms: int, out: Outputs) -> None: ...
+
+    def committed(self, wall_ms: int) -> None: ...
+
+    def rolled_back(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    slot: SlotConfig
+    input_topic: str
+    changelog_topic: str
+    state_dir: Path
+    rocksdb_budget_bytes: int
+    batch_max: int = 2000
+    commit_interval_ms: int = 100
+    punctuate_interval_ms: int = 500
+
+
+# test-only fault injection (tests/test_driver_*.py): called with a point's name; production code never sets it
+FaultHook = Callable[[str, "StreamDriver"], None]
+
+
+class StreamDriver:
+    def __init__(self, config: DriverConfig, processor: Processor, fault_hook: FaultHook | None = None) -> None:
+        self.config = config
+        self.processor = processor
+        self.fault_hook = fault_hook
+        self.budget = StoreBudget(config.rocksdb_budget_bytes)
+        self.stores: dict[int, PartitionStore] = {}
+        self.next_punctuation = 0.0
+        self.last_poll = 0.0  # monotonic
+        self.joined = False  # the first assignment is done
+        self.restoring = False
+        self.positions: dict[int, int] = {}  # per input partition: the offset after the last record processed
+        self.start_offsets: dict[int, int] = {}  # per input partition: its committed offset when assigned
+        self.consumer: Consumer | None = None
+        self.transaction: Transaction | None = None
+        self.failed = False
+
+    # -- health ---------------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """Assigned partitions restored and the consumer polling."""
+        return self.joined and not self.restoring and time.monotonic() - self.last_poll < 10
+
+    def alive(self) -> bool:
+        return self.last_poll == 0.0 or self.restoring or time.monotonic() - self.last_poll < 60
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        slot = self.config.slot
+        producer = slot.producer()
+        self.transaction = Transaction(producer, slot.transaction_timeout_ms / 1000)
+        self.transaction.init()  # fences this slot's predecessor and aborts its open transaction
+        self.reader = slot.reader("restore")
+        consumer = self.consumer = slot.consumer()
+        consumer.subscribe([self.config.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info("slot %s: transactional id %s, group %s", slot.instance_id, slot.transactional_id, slot.group_id)
+        try:
+            while not stop.is_set():
+                self.step()
+            self.commit()
+        except BaseException:
+            self.failed = True  # nothing more is committed: closing the consumer only drops the partitions
+            raise
+        finally:
+            consumer.close()  # revokes (and commits) whatever is still assigned
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
+            self.reader.close()
+            producer.flush(5)
+
+    def step(self) -> None:
+        consumer, cfg = self.consumer, self.config
+        assert consumer is not None and self.transaction is not None
+        now = time.monotonic()
+        self.last_poll = now
+        wait = min(0.5, max(0.0, self.next_punctuation - now))
+        if self.transaction.open:
+            wait = min(wait, max(0.0, cfg.commit_interval_ms / 1000 - self.transaction.age_s()))
+        first = consumer.poll(wait)
+        messages = [first, *consumer.consume(cfg.batch_max - 1, 0)] if first is not None else []
+        self.last_poll = time.monotonic()
+        wall = int(time.time() * 1000)
+        if messages:
+            self._process(messages, wall)
+        if time.monotonic() >= self.next_punctuation:
+            self.next_punctuation = time.monotonic() + cfg.punctuate_interval_ms / 1000
+            self.processor.punctuate(wall, self.transaction)
+        if self.transaction.open or any(store.staged for store in self.stores.values()):
+            drained = len(messages) < cfg.batch_max
+            if drained or self.transaction.age_s() * 1000 >= cfg.commit_interval_ms:
+                self.commit()
+        self.transaction.producer.poll(0)
+
+    def _process(self, messages: list[Message], wall: int) -> None:
+        by_partition: dict[int, list[Message]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer: %s", error)
+                continue
+            by_partition.setdefault(message.partition(), []).append(message)
+        topic = self.config.input_topic
+        for partition, records in by_partition.items():
+            if partition not in self.stores:  # fetched just before a revocation; not ours any more
+                continue
+            self.processor.process(partition, records, wall, self.transaction)
+            self.transaction.consumed(topic, partition, records[-1].offset())
+            self.positions[partition] = records[-1].offset() + 1
+
+    def commit(self) -> None:
+        assert self.transaction is not None and self.consumer is not None
+        if self.fault_hook is not None:
+            self.fault_hook("before_commit", self)
+        try:
+            done = self.transaction.commit(self.stores.values(), self.consumer.consumer_group_metadata())
+        except TransactionAborted:
+            self._rewind()
+            return
+        if done:
+            self.processor.committed(int(time.time() * 1000))
+            self._update_lag()
+
+    def abort(self, why: str) -> None:
+        """Abort the open transaction and rewind (also the path of librdkafka's abortable errors)."""
+        assert self.transaction is not None
+        self.transaction.abort(self.stores.values(), why)
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """After an abort: input from the committed offsets, in-memory state from the stores."""
+        assert self.consumer is not None
+        self.processor.rolled_back()
+        self.positions.clear()
+        self.start_offsets.clear()
+        assigned = [tp for tp in self.consumer.assignment() if tp.partition in self.stores]
+        if not assigned:
+            return
+        for tp in self.consumer.committed(assigned, timeout=30):
+            self.start_offsets[tp.partition] = tp.offset
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._seek(TopicPartition(tp.topic, tp.partition, offset))
+        log.info("rewound partitions %s to their committed offsets", sorted(tp.partition for tp in assigned))
+
+    def _seek(self, tp: TopicPartition) -> None:
+        assert self.consumer is not None
+        for attempt in range(50):
+            try:
+                self.consumer.seek(tp)
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if getattr(error, "code", lambda: None)() != KafkaError._STATE:
+                    raise
+                time.sleep(0.1)  # the partition's fetcher is not started yet
+        raise RuntimeError(f"could not seek partition {tp.partition} to {tp.offset}")
+
+    def _update_lag(self) -> None:
+        assert self.consumer is not None
+        for partition in self.stores:
+            lag = self.lag(partition)
+            if lag is not None:
+                metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
+
+    def lag(self, partition: int) -> int | None:
+        """Input records of a partition that Kafka has and this process has not processed yet."""
+        assert self.consumer is not None
+        try:
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.config.input_topic, partition), cached=True)
+        except KafkaException:
+            return None
+        if high is None or high < 0:
+            return None
+        position = self.positions.get(partition)
+        if position is None:  # nothing processed since the assignment: where the consumer starts
+            position = self.start_offsets.get(partition, -1)
+            if position < 0:  # no committed offset: from the start of the log
+                position = _low
+        return max(0, high - position)
+
+    # -- rebalance callbacks (called inside poll/consume, on this thread) ------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        new = [tp.partition for tp in partitions if tp.topic == self.config.input_topic and tp.partition not in self.stores]
+        if new:
+            self.restoring = True
+            try:
+                stores = {p: self._open_store(p) for p in new}
+                restore(self.reader, list(stores.values()))
+                # where each partition's input resumes (waits for a predecessor's open transaction to end)
+                tps = [TopicPartition(self.config.input_topic, p) for p in new]
+                self.start_offsets.update({tp.partition: tp.offset for tp in consumer.committed(tps, timeout=60)})
+                self.stores.update(stores)
+                self.processor.assigned(stores)
+            finally:
+                self.restoring = False
+        self.joined = True
+        metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+        log.info("assigned input partitions %s; owning %s", sorted(new), sorted(self.stores))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = [tp.partition for tp in partitions if tp.partition in self.stores]
+        if not gone:
+            return
+        if not self.failed:
+            self.commit()  # before the partitions move: everything processed so far
+        self._drop(gone)
+        log.info("revoked input partitions %s; owning %s", sorted(gone), sorted(self.stores))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = [tp.partition for tp in partitions if tp.partition in self.stores]
+        assert self.transaction is not None
+        # the group has moved on: this generation can no longer commit offsets
+        self.transaction.abort(self.stores.values(), f"partitions {sorted(gone)} were lost")
+        self._drop(gone)
+        self._rewind()
+        log.warning("lost input partitions %s; owning %s", sorted(gone), sorted(self.stores))
+
+    def _drop(self, partitions: list[int]) -> None:
+        assert self.transaction is not None
+        self.processor.revoked(partitions)
+        self.transaction.forget_partitions(self.config.input_topic, partitions)
+        for partition in partitions:
+            self.positions.pop(partition, None)
+            self.start_offsets.pop(partition, None)
+            self.stores.pop(partition).close()
+            try:
+                metrics.CONSUMER_LAG.remove(str(partition))
+            except KeyError:
+                pass
+        metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+
+    def _open_store(self, partition: int) -> PartitionStore:
+        path = self.config.state_dir / f"{self.config.input_topic}-{partition}"
+        return PartitionStore(path, self.budget, self.config.changelog_topic, partition)

@@ -1,0 +1,84 @@
+"""Bring partition stores up to date with their changelog partitions.
+
+Each store remembers the next changelog offset it has not applied (`PartitionStore`); a restore reads
+from there to the end of the partition with a read_committed reader and writes the raw records in one
+`WriteBatch` per chunk, with the position after them. Nothing is decoded. A store whose position does
+not fit the changelog (the topic was recreated, or the log starts later) is wiped and read from the
+start. "The end" is librdkafka's end-of-partition event, so an open transaction of a dead process
+delays a restore until the broker aborts it (docs/reliability.md); nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from . import metrics
+from .store import PartitionStore
+
+log = logging.getLogger(__name__)
+CHUNK = 20_000
+
+
+def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float = 10.0) -> int:
+    """Restore every store; returns the number of changelog records read."""
+    assignments: list[TopicPartition] = []
+    by_partition = {}
+    remaining = 0
+    for store in stores:
+        tp = TopicPartition(store.changelog_topic, store.partition)
+        low, high = reader.get_watermark_offsets(tp, timeout=timeout_s)
+        start = store.next_changelog_offset()
+        if start is not None and not (low <= start <= high):
+            log.warning("partition %d: the local state's changelog position %d is outside the changelog (%d..%d); "
+                        "it is discarded and restored from the start", store.partition, start, low, high)
+            store.wipe()
+            start = None
+        if (start if start is not None else low) >= high:  # nothing to read (an empty changelog partition)
+            continue
+        remaining += high - (start if start is not None else low)
+        assignments.append(TopicPartition(tp.topic, tp.partition, start if start is not None else OFFSET_BEGINNING))
+        by_partition[store.partition] = store
+    if not assignments:
+        return 0
+    metrics.RESTORE_REMAINING.set(remaining)
+    started = time.monotonic()
+    reader.assign(assignments)
+    read = 0
+    pending = set(by_partition)
+    reported = started
+    try:
+        while pending:
+            chunks: dict[int, list[tuple[bytes, bytes | None]]] = {}
+            positions: dict[int, int] = {}
+            for message in reader.consume(CHUNK, timeout=0.05):
+                error = message.error()
+                partition = message.partition()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        positions[partition] = message.offset()
+                        pending.discard(partition)
+                        continue
+                    if error.fatal() or not error.retriable():
+                        raise KafkaException(error)
+                    log.warning("restoring partition %s: %s (retrying)", partition, error)
+                    continue
+                chunks.setdefault(partition, []).append((message.key(), message.value()))
+                positions[partition] = message.offset() + 1
+            for partition, next_offset in positions.items():
+                by_partition[partition].write_restored(chunks.get(partition, []), next_offset)
+            batch = sum(len(c) for c in chunks.values())
+            read += batch
+            metrics.RESTORED_RECORDS.inc(batch)
+            metrics.RESTORE_REMAINING.set(max(0, remaining - read))
+            if time.monotonic() - reported > 5:
+                reported = time.monotonic()
+                log.info("restoring %d partitions: %d of about %d changelog records read", len(by_partition), read, remaining)
+    finally:
+        reader.unassign()
+        metrics.RESTORE_REMAINING.set(0)
+    log.info("restored partitions %s from the changelog: %d records in %.2f s", sorted(by_partition), read, time.monotonic() - started)
+    return read

@@ -1,0 +1,174 @@
+"""The open transaction of a process slot, and the commit sequence, written once.
+
+    1. produce the outputs (as they are computed), then one changelog record per profile staged since the
+       last commit;
+    2. send the input offsets with the consumer's group metadata (KIP-447, exactly-once v2);
+    3. commit the transaction;
+    4. only then write each partition's staged profiles to local RocksDB in one WriteBatch, with the
+       changelog offset it reflects.
+
+Local state therefore never holds an uncommitted write. A failure that librdkafka marks abortable aborts
+the transaction (`TransactionAborted`: the caller rewinds its input and in-memory state); a fatal one,
+such as a newer process with the same transactional.id, raises `SlotFenced` (the process exits with
+status 70 and its supervisor starts it again).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from . import metrics
+from .store import PartitionStore
+
+log = logging.getLogger(__name__)
+
+
+class TransactionAborted(Exception):
+    """The open transaction was aborted: nothing of it is visible; rewind to the committed offsets."""
+
+
+class SlotFenced(Exception):
+    """This process can no longer produce (fenced by its successor, or a fatal producer error)."""
+
+
+def _error(exc: KafkaException) -> KafkaError | None:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+
+
+class Transaction:
+    def __init__(self, producer: Producer, timeout_s: float) -> None:
+        self.producer = producer
+        self.timeout_s = timeout_s
+        self.open = False
+        self.opened_at = 0.0  # monotonic time of the open transaction's first record
+        self.offsets: dict[tuple[str, int], int] = {}  # input (topic, partition) -> next offset to read
+        self.records = 0
+        self._changelog_ends: dict[int, int] = {}
+
+    def init(self) -> None:
+        """Register the transactional id: fences and aborts a predecessor's open transaction."""
+        self._call(self.producer.init_transactions, self.timeout_s)
+
+    # -- filling the transaction ----------------------------------------------------------------------
+    def _begin(self) -> None:
+        if not self.open:
+            self._call(self.producer.begin_transaction)
+            self.open = True
+            self.opened_at = time.monotonic()
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None, on_delivery: Any = None) -> None:
+        self._begin()
+        kwargs: dict[str, Any] = {}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if on_delivery is not None:
+            kwargs["on_delivery"] = on_delivery
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                break
+            except BufferError:  # librdkafka's queue is full: let it deliver, then try again
+                self.producer.poll(0.05)
+        self.records += 1
+
+    def consumed(self, topic: str, partition: int, offset: int) -> None:
+        self._begin()
+        self.offsets[(topic, partition)] = offset + 1
+
+    def forget_partitions(self, topic: str, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.offsets.pop((topic, partition), None)
+
+    def age_s(self) -> float:
+        return time.monotonic() - self.opened_at if self.open else 0.0
+
+    # -- the commit sequence --------------------------------------------------------------------------
+    def commit(self, stores: Iterable[PartitionStore], group_metadata: Any) -> bool:
+        """Commit everything produced, staged and consumed since the last commit (see the module doc).
+        Returns False when there was nothing to commit."""
+        stores = [store for store in stores if store.staged]
+        if not self.open and not stores:
+            return False
+        started = time.monotonic()
+        self._changelog_ends = {}
+        try:
+            for store in stores:  # 1. one changelog record per staged profile
+                last = len(store.staged) - 1
+                for n, (key, value) in enumerate(store.changelog_records()):
+                    self.send(store.changelog_topic, key, value, store.partition, self._changelog_end if n == last else None)
+            remaining = self.producer.flush(self.timeout_s)
+            if remaining:
+                raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} records not delivered in time", txn_requires_abort=True))
+            if self.offsets:  # 2. the input offsets, in the transaction
+                offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in self.offsets.items()]
+                self._call(self.producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout_s)
+            self._commit_transaction()  # 3.
+        except TransactionAborted:
+            raise
+        except KafkaException as exc:
+            self._abort_after(exc, stores)
+        for store in stores:  # 4. local state, only now
+            store.apply_staged(self._changelog_ends.get(store.partition))
+        self._reset()
+        metrics.COMMITS.labels("committed").inc()
+        metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
+        return True
+
+    def _changelog_end(self, error: KafkaError | None, message: Any) -> None:
+        if error is None:
+            self._changelog_ends[message.partition()] = message.offset() + 1
+
+    def _commit_transaction(self) -> None:
+        for attempt in range(5):
+            try:
+                self.producer.commit_transaction(self.timeout_s)
+                return
+            except KafkaException as exc:
+                error = _error(exc)
+                if error is not None and error.retriable() and not error.txn_requires_abort() and not error.fatal():
+                    log.warning("committing the transaction: %s; retrying (%d)", error, attempt + 1)
+                    continue
+                raise
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "the commit did not complete after 5 attempts", txn_requires_abort=True))
+
+    def abort(self, stores: Iterable[PartitionStore], why: str) -> None:
+        """Abort the open transaction (if any) and drop every staged write."""
+        for store in stores:
+            store.discard_staged()
+        if self.open:
+            log.warning("aborting the open transaction: %s", why)
+            for attempt in range(5):
+                try:
+                    self._call(self.producer.abort_transaction, self.timeout_s)
+                    break
+                except KafkaException as exc:
+                    log.warning("aborting the transaction: %s; retrying (%d)", _error(exc) or exc, attempt + 1)
+            else:
+                raise SlotFenced("the open transaction could not be aborted after 5 attempts")
+            metrics.COMMITS.labels("aborted").inc()
+        self._reset()
+
+    def _abort_after(self, exc: KafkaException, stores: list[PartitionStore]) -> None:
+        error = _error(exc)
+        if error is not None and error.fatal():
+            raise SlotFenced(str(error)) from exc
+        self.abort(stores, str(error or exc))
+        raise TransactionAborted(str(error or exc)) from exc
+
+    def _reset(self) -> None:
+        self.open = False
+        self.offsets = {}
+        self.records = 0
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except KafkaException as exc:
+            error = _error(exc)
+            if error is not None and error.fatal():
+                raise SlotFenced(str(error)) from exc
+            raise
