@@ -2,11 +2,10 @@
 docs/security.md).
 
 One `KafkaSecurity` value, read from the environment (secrets may come from files), and its
-translations: librdkafka's configuration properties (confluent-kafka, the worker's driver), and, until
-everything runs on that driver, Faust's `broker_credentials` and the keyword arguments of aiokafka and
-kafka-python clients. Secrets are held in `Secret`, whose str and repr never show the value, so they
-cannot reach a log line, an exception message or a metric by accident; they are revealed only in what
-is handed to a client.
+translations: librdkafka's configuration properties (confluent-kafka: the worker's driver and the CLI's
+clients), and the keyword arguments of kafka-python clients. Secrets are held in `Secret`, whose str and
+repr never show the value, so they cannot reach a log line, an exception message or a metric by accident;
+they are revealed only in what is handed to a client.
 """
 
 from __future__ import annotations
@@ -197,40 +196,18 @@ class KafkaSecurity:
                 text = text.replace(secret.reveal(), HIDDEN)
         return text
 
-    def faust_credentials(self) -> Any:
-        """`broker_credentials=` for faust.App (None for PLAINTEXT). Faust hands them to its consumer, every
-        producer (transactional ones included) and the client that creates topics."""
-        import faust
-
-        if self.protocol == "PLAINTEXT":
-            return None
-        if self.protocol == "SSL":
-            return faust.SSLCredentials(self.ssl_context())
-        assert self.password is not None
-        credentials = faust.SASLCredentials(username=self.username, password=self.password.reveal(),
-                                            ssl_context=self.ssl_context(), mechanism=self.mechanism)
-        return credentials
-
-    def _client_kwargs(self) -> dict[str, Any]:
+    def kafka_python_kwargs(self) -> dict[str, Any]:
+        """For kafka-python's KafkaProducer, KafkaConsumer and KafkaAdminClient (stream_app itself runs on
+        librdkafka; tests/test_kafka_sasl_ssl.py still reads with kafka-python)."""
         kwargs: dict[str, Any] = {"security_protocol": self.protocol}
         if self.uses_ssl:
             kwargs["ssl_context"] = self.ssl_context()
+            kwargs["ssl_check_hostname"] = self.check_hostname
         if self.uses_sasl:
             assert self.password is not None
             kwargs.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
                           sasl_plain_password=self.password.reveal())
         return kwargs
-
-    def kafka_python_kwargs(self) -> dict[str, Any]:
-        """For kafka-python's KafkaProducer, KafkaConsumer and KafkaAdminClient."""
-        kwargs = self._client_kwargs()
-        if self.uses_ssl:
-            kwargs["ssl_check_hostname"] = self.check_hostname
-        return kwargs
-
-    def aiokafka_kwargs(self) -> dict[str, Any]:
-        """For aiokafka's AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient."""
-        return self._client_kwargs()
 
 
 def security_from_env(environ: Mapping[str, str] | None = None) -> KafkaSecurity:
@@ -324,8 +301,8 @@ def explain_connection_error(exc: Any, security: KafkaSecurity, bootstrap: str) 
     """A message for people when `exc` is an authentication or TLS failure (None otherwise). Never
     includes a secret.
 
-    `exc` is an exception of aiokafka or kafka-python (the chain of causes is searched: SASL or
-    authentication errors, `ssl.SSLCertVerificationError`), or librdkafka's `KafkaError` as an
+    `exc` is an exception of a Python client such as kafka-python (the chain of causes is searched: SASL
+    or authentication errors, `ssl.SSLCertVerificationError`), or librdkafka's `KafkaError` as an
     `error_cb` gets it (or a `KafkaException` holding one): `_AUTHENTICATION` for a refused login or
     SASL mechanism, `_SSL` or `_TRANSPORT` with "certificate verify failed" for an untrusted broker
     certificate or a host name it does not list."""

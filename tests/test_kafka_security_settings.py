@@ -1,6 +1,6 @@
 """KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_*: what is accepted, what is refused and how the
-refusal reads, what the clients get (librdkafka's properties, and faust / aiokafka / kafka-python until the
-switch), and that no secret shows in a repr, a message or an error. No broker here: the refusals of a real
+refusal reads, what the clients get (librdkafka's properties; kafka-python's keyword arguments, for the
+test readers), and that no secret shows in a repr, a message or an error. No broker here: the refusals of a real
 one are in test_kafka_sasl_ssl.py."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import ssl
 import subprocess
 import time
 
-import faust
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -57,9 +56,7 @@ def _refused(env: dict[str, str]) -> str:
 def test_default_is_plaintext_and_changes_nothing():
     security = security_from_env({})
     assert security == KafkaSecurity()
-    assert security.faust_credentials() is None
     assert security.kafka_python_kwargs() == {"security_protocol": "PLAINTEXT"}
-    assert security.aiokafka_kwargs() == {"security_protocol": "PLAINTEXT"}
     assert security.librdkafka_config() == {"security.protocol": "PLAINTEXT"}
     _librdkafka_accepts(security.librdkafka_config())
 
@@ -69,18 +66,11 @@ def test_sasl_ssl_with_scram_sha_512_by_default(pki):
                                   "KAFKA_SASL_PASSWORD": PASSWORD, "KAFKA_SSL_CAFILE": str(pki.ca)})
     assert (security.protocol, security.mechanism, security.username) == ("SASL_SSL", "SCRAM-SHA-512", "svc")
 
-    credentials = security.faust_credentials()
-    assert isinstance(credentials, faust.SASLCredentials)
-    assert credentials.protocol.value == "SASL_SSL" and credentials.mechanism.value == "SCRAM-SHA-512"
-    assert credentials.password == PASSWORD and PASSWORD not in repr(credentials)
-    context = credentials.ssl_context
-    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-
-    for kwargs in (security.kafka_python_kwargs(), security.aiokafka_kwargs()):
-        assert kwargs["security_protocol"] == "SASL_SSL" and kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
-        assert kwargs["sasl_plain_username"] == "svc" and kwargs["sasl_plain_password"] == PASSWORD
-        assert kwargs["ssl_context"].verify_mode == ssl.CERT_REQUIRED
-    assert security.kafka_python_kwargs()["ssl_check_hostname"] is True
+    kwargs = security.kafka_python_kwargs()
+    assert kwargs["security_protocol"] == "SASL_SSL" and kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kwargs["sasl_plain_username"] == "svc" and kwargs["sasl_plain_password"] == PASSWORD
+    assert kwargs["ssl_context"].verify_mode == ssl.CERT_REQUIRED and kwargs["ssl_context"].check_hostname
+    assert kwargs["ssl_check_hostname"] is True
 
     assert security.librdkafka_config() == {
         "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc",
@@ -108,9 +98,8 @@ def test_password_from_a_secret_file(tmp_path):
 def test_mutual_tls(pki):
     security = security_from_env({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": str(pki.ca),
                                   "KAFKA_SSL_CERTFILE": str(pki.client_cert), "KAFKA_SSL_KEYFILE": str(pki.client_key)})
-    credentials = security.faust_credentials()
-    assert isinstance(credentials, faust.SSLCredentials) and credentials.protocol.value == "SSL"
-    assert "sasl_mechanism" not in security.kafka_python_kwargs()
+    kwargs = security.kafka_python_kwargs()
+    assert kwargs["security_protocol"] == "SSL" and "sasl_mechanism" not in kwargs
     assert security.librdkafka_config() == {
         "security.protocol": "SSL", "ssl.ca.location": str(pki.ca), "ssl.certificate.location": str(pki.client_cert),
         "ssl.key.location": str(pki.client_key), "ssl.endpoint.identification.algorithm": "https"}
@@ -227,14 +216,14 @@ RD_VERIFY_TRANSPORT = ("sasl_ssl://broker:9094/bootstrap: error:0A000086:SSL rou
 
 
 def test_connection_errors_name_the_setting_not_the_secret():
-    """aiokafka's and kafka-python's exceptions (searched along the chain of causes)."""
-    from aiokafka.errors import SaslAuthenticationFailed
+    """Python clients' exceptions, kafka-python's here (searched along the chain of causes)."""
+    from kafka.errors import SaslAuthenticationFailedError
 
     security = SASL_SSL
     try:
         try:
-            raise SaslAuthenticationFailed("Authentication failed during authentication due to invalid credentials")
-        except SaslAuthenticationFailed as inner:
+            raise SaslAuthenticationFailedError("Authentication failed during authentication due to invalid credentials")
+        except SaslAuthenticationFailedError as inner:
             raise ConnectionError("Unable to bootstrap") from inner
     except ConnectionError as exc:
         message = explain_connection_error(exc, security, "broker:9094")

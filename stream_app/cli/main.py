@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from ..timeutil import parse_timestamp
+
+# `segments report` gives up on the memberships topic when Kafka has said nothing for this long
+READ_SILENCE_S = 30.0
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -89,8 +95,9 @@ def _segments_report(args: argparse.Namespace) -> int:
 
 
 def _memberships_from_kafka() -> dict[str, dict[str, str]]:
-    """Read the compacted memberships topic from the start: the latest record per user wins."""
-    from kafka import KafkaConsumer
+    """Read the compacted memberships topic from the start to its end (the last stable offset: committed
+    records only): the latest record per user wins."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
     from ..settings import Settings
 
@@ -98,19 +105,55 @@ def _memberships_from_kafka() -> dict[str, dict[str, str]]:
 
     settings = Settings()
     check_access(settings.kafka_security, settings.bootstrap_servers)
-    consumer = KafkaConsumer(settings.memberships_topic, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                             auto_offset_reset="earliest", isolation_level="read_committed", consumer_timeout_ms=3000,
-                             **settings.kafka_security.kafka_python_kwargs())
+    topic = settings.memberships_topic
+    consumer = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.app_id}-segments-report",
+        **settings.kafka_security.librdkafka_config(),
+        "group.id": f"{settings.app_id}-segments-report-unused",  # never joined: the partitions are assigned
+        "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,  # "read to the end" without waiting for silence
+        "logger": logging.getLogger("stream_app.cli.kafka"),
+    })
     current: dict[str, dict[str, str]] = {}
-    for message in consumer:
-        user = message.key.decode("utf-8", "surrogatepass") if message.key else None
-        if user is None:
-            continue
-        if message.value is None:
-            current.pop(user, None)
-        else:
-            current[user] = json.loads(message.value)["segments"]
-    consumer.close()
+    try:
+        try:
+            metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        except KafkaException as exc:
+            raise SystemExit(f"error: no answer from Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
+        partitions = sorted(metadata.partitions) if metadata is not None and metadata.error is None else []
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in partitions])
+        unread = set(partitions)
+        heard = time.monotonic()
+        last_error = None
+        while unread:
+            if time.monotonic() - heard > READ_SILENCE_S:
+                said = f": {last_error.str()}" if last_error is not None else ""
+                raise SystemExit(f"error: no records from Kafka at {settings.bootstrap_servers} for {READ_SILENCE_S:.0f} s "
+                                 f"while reading {topic} (partitions {sorted(unread)} not read to the end){said}")
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    unread.discard(message.partition())
+                    heard = time.monotonic()
+                else:  # librdkafka retries; one that does not pass is reported when the time is up
+                    last_error = error
+                continue
+            heard = time.monotonic()
+            key = message.key()
+            user = key.decode("utf-8", "surrogatepass") if key else None
+            if user is None:
+                continue
+            value = message.value()
+            if value is None:
+                current.pop(user, None)
+            else:
+                current[user] = json.loads(value)["segments"]
+    finally:
+        consumer.close()
     return current
 
 
@@ -147,8 +190,6 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import time
-
     from ..demo.generator import as_wire, generate
     from ..timeutil import DAY_MS
 
@@ -161,8 +202,19 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _send(producer: Any, topic: str, key: bytes | None, value: bytes, on_delivery: Any = None) -> None:
+    """`producer.produce`, waiting for room when librdkafka's queue is full (BufferError)."""
+    while True:
+        try:
+            producer.produce(topic, value, key, on_delivery=on_delivery)
+            break
+        except BufferError:
+            producer.poll(0.1)  # serves delivery reports, which frees the queue
+    producer.poll(0)
+
+
 def _produce(args: argparse.Namespace) -> int:
-    from kafka import KafkaProducer
+    from confluent_kafka import KafkaException, Producer
 
     from ..settings import Settings
 
@@ -174,8 +226,27 @@ def _produce(args: argparse.Namespace) -> int:
         from ..worker.topics import ensure_topics
 
         ensure_topics(settings)  # so that the input topic gets the configured partition count
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=20,
-                             **settings.kafka_security.kafka_python_kwargs())
+    topic = args.topic or settings.input_topic
+    producer = Producer({
+        "bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.app_id}-produce",
+        **settings.kafka_security.librdkafka_config(),
+        "acks": "all", "linger.ms": 20,
+        # murmur2 of the key, as the Java client (and kafka-python, Faust) place keyed records: a user's
+        # events land on the same partition whichever client sent them; records without a key: random
+        "partitioner": "murmur2_random",
+        "logger": logging.getLogger("stream_app.cli.kafka"),
+    })
+    try:  # librdkafka would queue the messages and retry for minutes: say at once that nobody answers
+        producer.list_topics(topic, timeout=30)
+    except KafkaException as exc:
+        print(f"error: produce: no answer from Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}", file=sys.stderr)
+        return 2
+    failed: list[Any] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failed.append(error)
+
     sent = 0
     with open(args.input, "rb") as handle:
         for line in handle:
@@ -187,11 +258,14 @@ def _produce(args: argparse.Namespace) -> int:
                 key = (doc.get("userId") or doc.get("anonymousId") or "").encode() or None
             except (ValueError, AttributeError):
                 key = None  # malformed lines are sent as they are: the worker dead-letters them
-            producer.send(args.topic or settings.input_topic, key=key, value=line)
+            _send(producer, topic, key, line, delivered)
             sent += 1
     producer.flush()
-    producer.close()
-    print(f"produce: {sent} messages -> {args.topic or settings.input_topic} on {settings.bootstrap_servers}", file=sys.stderr)
+    if failed:
+        print(f"error: produce: {len(failed)} of {sent} messages were not delivered to {topic} on "
+              f"{settings.bootstrap_servers}: {failed[0].str()}", file=sys.stderr)
+        return 1
+    print(f"produce: {sent} messages -> {topic} on {settings.bootstrap_servers}", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,7 @@ traffic, and every transition printed as it happens. Ctrl-C stops everything."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ..settings import Settings
 from ..timeutil import DAY_MS
@@ -39,15 +41,32 @@ def _start_local_broker(root: Path) -> tuple[object, str]:
     return broker, broker.bootstrap
 
 
-def _produce(settings: Settings, stop: threading.Event, backfilled: threading.Event, seed: int) -> None:
-    from kafka import KafkaProducer
+def _client_config(settings: Settings, purpose: str) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.app_id}-demo-{purpose}",
+            **settings.kafka_security.librdkafka_config(), "logger": logging.getLogger(f"stream_app.demo.{purpose}")}
 
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5,
-                             **settings.kafka_security.kafka_python_kwargs())
+
+def _send(producer: Any, topic: str, key: bytes | None, value: bytes) -> None:
+    """`producer.produce`, waiting for room when librdkafka's queue is full (BufferError)."""
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            break
+        except BufferError:
+            producer.poll(0.1)  # serves delivery reports, which frees the queue
+    producer.poll(0)
+
+
+def _produce(settings: Settings, stop: threading.Event, backfilled: threading.Event, seed: int) -> None:
+    from confluent_kafka import Producer
+
+    # keyed by user; murmur2 places the keys as the Java client does (records without a key: random)
+    producer = Producer({**_client_config(settings, "producer"), "acks": "all", "linger.ms": 5,
+                         "partitioner": "murmur2_random"})
     live_start = int(time.time() * 1000) - 2 * DAY_MS
     history = backfill_events(seed, users=300, live_start_ms=live_start)
     for event in history:
-        producer.send(settings.input_topic, key=event["userId"].encode(), value=json.dumps(as_wire(event)).encode())
+        _send(producer, settings.input_topic, event["userId"].encode(), json.dumps(as_wire(event)).encode())
     producer.flush()
     backfilled.set()
     _print(f"demo: backfilled {len(history)} events of 10 days of history; now live, event time runs {SPEED:.0f}x faster than the wall clock")
@@ -55,28 +74,37 @@ def _produce(settings: Settings, stop: threading.Event, backfilled: threading.Ev
     for event in live_events(seed, live_start, SPEED):
         if stop.is_set():
             break
-        producer.send(settings.input_topic, key=event["userId"].encode(), value=json.dumps(as_wire(event)).encode())
+        _send(producer, settings.input_topic, event["userId"].encode(), json.dumps(as_wire(event)).encode())
         sent += 1
         if sent % 150 == 0:  # now and then a malformed message, to show the dead-letter topic
-            producer.send(settings.input_topic, value=MALFORMED_SAMPLES[(sent // 150) % len(MALFORMED_SAMPLES)])
-    producer.flush()
-    producer.close()
+            _send(producer, settings.input_topic, None, MALFORMED_SAMPLES[(sent // 150) % len(MALFORMED_SAMPLES)])
+    producer.flush(10)  # stopping: the broker may be going away
 
 
 def _follow(settings: Settings, stop: threading.Event) -> None:
-    from kafka import KafkaConsumer
+    """Print the transitions and dead letters written from now on (the partitions are assigned at their
+    ends; no consumer group)."""
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-    consumer = KafkaConsumer(
-        settings.transitions_topic, settings.dlq_topic,
-        bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="latest",
-        isolation_level="read_committed", consumer_timeout_ms=500, group_id=None,
-        **settings.kafka_security.kafka_python_kwargs(),
-    )
-    counts: dict[str, int] = {}
-    while not stop.is_set():
-        for message in consumer:
-            record = json.loads(message.value)
-            if message.topic == settings.dlq_topic:
+    consumer = Consumer({
+        **_client_config(settings, "follower"),
+        "group.id": f"{settings.app_id}-demo-follower-unused",  # never joined: the partitions are assigned
+        "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "isolation.level": "read_committed", "auto.offset.reset": "latest",
+    })
+    try:
+        assignment = []
+        for topic in (settings.transitions_topic, settings.dlq_topic):
+            metadata = consumer.list_topics(topic, timeout=30).topics[topic]
+            assignment += [TopicPartition(topic, partition, OFFSET_END) for partition in sorted(metadata.partitions)]
+        consumer.assign(assignment)
+        counts: dict[str, int] = {}
+        while not stop.is_set():
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:  # librdkafka retries what can be retried
+                continue
+            record = json.loads(message.value())
+            if message.topic() == settings.dlq_topic:
                 _print(f"  DEAD LETTER  {record['reason']}: {record['detail']}")
                 continue
             counts[record["segment"]] = counts.get(record["segment"], 0) + 1
@@ -85,9 +113,8 @@ def _follow(settings: Settings, stop: threading.Event) -> None:
             cause = record["cause"]["type"]
             flag = " (historical)" if record["historical"] else ""
             _print(f"  {record['at'][:16].replace('T', ' ')}  {record['user_id']:<12} {record['segment']:<15} {before:>15} -> {after:<15} [{cause}]{flag}")
-            if stop.is_set():
-                break
-    consumer.close()
+    finally:
+        consumer.close()
 
 
 def _stop_like_ctrl_c(signum: int, _frame: object) -> None:

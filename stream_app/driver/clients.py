@@ -8,6 +8,7 @@ producer's `transactional.id` (a restarted slot fences its predecessor's open tr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ from confluent_kafka import Consumer, Producer
 # slot does not wait for it: init_transactions fences and aborts it at once. Commits take milliseconds,
 # so 10 s leaves a wide margin. (docs/reliability.md)
 TRANSACTION_TIMEOUT_MS = 10_000
+# librdkafka's own log lines, through Python's logging (served when the client is polled)
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class SlotConfig:
 
     def _common(self, client: str) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap_servers, "client.id": f"{self.group_id}-{self.instance_id}-{client}",
-                **self.security}
+                "logger": LIBRDKAFKA_LOG, **self.security}
 
     def consumer_config(self) -> dict[str, Any]:
         return {
@@ -63,6 +66,9 @@ class SlotConfig:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
+            # keys land where the Java client (and kafka-python, and the Faust worker) put them, so a
+            # compacted topic keeps one record per key across the upgrade
+            "partitioner": "murmur2_random",
             **self.extra_producer,
         }
 

@@ -65,7 +65,9 @@ class DriverConfig:
     punctuate_interval_ms: int = 500
 
 
-# test-only fault injection (tests/test_driver_*.py): called with a point's name; production code never sets it
+# Test-only fault injection (tests/test_driver_abort.py): called at named points ("processed_partition",
+# "before_commit"); raising TransactionAborted there takes the abort path. No setting reaches it: only
+# code that builds a StreamDriver itself can pass one.
 FaultHook = Callable[[str, "StreamDriver"], None]
 
 
@@ -118,6 +120,8 @@ class StreamDriver:
             self.stores.clear()
             self.reader.close()
             producer.flush(5)
+            self.transaction = None  # the producer is destroyed with its last reference (it has no close())
+            del producer
 
     def step(self) -> None:
         consumer, cfg = self.consumer, self.config
@@ -131,11 +135,15 @@ class StreamDriver:
         messages = [first, *consumer.consume(cfg.batch_max - 1, 0)] if first is not None else []
         self.last_poll = time.monotonic()
         wall = int(time.time() * 1000)
-        if messages:
-            self._process(messages, wall)
-        if time.monotonic() >= self.next_punctuation:
-            self.next_punctuation = time.monotonic() + cfg.punctuate_interval_ms / 1000
-            self.processor.punctuate(wall, self.transaction)
+        try:
+            if messages:
+                self._process(messages, wall)
+            if time.monotonic() >= self.next_punctuation:
+                self.next_punctuation = time.monotonic() + cfg.punctuate_interval_ms / 1000
+                self.processor.punctuate(wall, self.transaction)
+        except TransactionAborted as exc:  # raised by a processor (or a test's fault hook) mid-batch
+            self.abort(str(exc))
+            return
         if self.transaction.open or any(store.staged for store in self.stores.values()):
             drained = len(messages) < cfg.batch_max
             if drained or self.transaction.age_s() * 1000 >= cfg.commit_interval_ms:
@@ -147,7 +155,7 @@ class StreamDriver:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.fatal():
+                if error.fatal() or error.code() == KafkaError._FATAL:  # e.g. fenced as a static member
                     raise KafkaException(error)
                 log.warning("consumer: %s", error)
                 continue
@@ -159,15 +167,17 @@ class StreamDriver:
             self.processor.process(partition, records, wall, self.transaction)
             self.transaction.consumed(topic, partition, records[-1].offset())
             self.positions[partition] = records[-1].offset() + 1
+            if self.fault_hook is not None:
+                self.fault_hook("processed_partition", self)
 
     def commit(self) -> None:
         assert self.transaction is not None and self.consumer is not None
-        if self.fault_hook is not None:
-            self.fault_hook("before_commit", self)
         try:
+            if self.fault_hook is not None:
+                self.fault_hook("before_commit", self)
             done = self.transaction.commit(self.stores.values(), self.consumer.consumer_group_metadata())
-        except TransactionAborted:
-            self._rewind()
+        except TransactionAborted as exc:
+            self.abort(str(exc))  # already aborted when the commit itself failed: then this only rewinds
             return
         if done:
             self.processor.committed(int(time.time() * 1000))

@@ -115,7 +115,7 @@ def run_worker(settings: Settings) -> None:
     from .topics import ensure_topics
 
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                        format="[%(asctime)s] [%(levelname)s] %(message)s")
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     fix_mmap_threshold()  # before RocksDB and Kafka allocate: large blocks stay out of the heap (worker/allocator.py)
     try:
         check_access(settings.kafka_security, settings.bootstrap_servers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -45,12 +46,22 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
         log.info("created topics: %s", ", ".join(t.topic for t in missing))
-    metadata = admin.list_topics(topic=settings.input_topic, timeout=timeout_s).topics.get(settings.input_topic)
-    count = len(metadata.partitions) if metadata is not None else None
+    count = _partition_count(admin, settings.input_topic, timeout_s)
     if count != settings.partitions:
         raise SystemExit(f"topic {settings.input_topic} has {count} partitions but STREAM_APP_PARTITIONS={settings.partitions}; "
                          "set STREAM_APP_PARTITIONS to the topic's count")
-    changelog = admin.list_topics(topic=settings.changelog_topic, timeout=timeout_s).topics.get(settings.changelog_topic)
-    if changelog is not None and len(changelog.partitions) != settings.partitions:
-        raise SystemExit(f"topic {settings.changelog_topic} has {len(changelog.partitions)} partitions but the input topic has "
+    changelog = _partition_count(admin, settings.changelog_topic, timeout_s)
+    if changelog != settings.partitions:
+        raise SystemExit(f"topic {settings.changelog_topic} has {changelog} partitions but the input topic has "
                          f"{settings.partitions}; the changelog must have one partition per input partition")
+
+
+def _partition_count(admin: AdminClient, topic: str, timeout_s: float) -> int | None:
+    """The topic's partition count; a topic just created may take a moment to show its partitions."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
+        count = len(metadata.partitions) if metadata is not None and metadata.error is None else 0
+        if count or time.monotonic() > deadline:
+            return count or None
+        time.sleep(0.1)
