@@ -106,6 +106,15 @@ def test_worker_matches_replay_and_dead_letters_bad_input(kafka_bootstrap, tmp_p
         assert 0 < worker.metric_value("stream_app_rocksdb_cache_bytes") <= 64 * 2**20
         assert "shopper" not in text and "user-000" not in text
         assert "shopper" not in worker.log()
+        assert worker.metric_value("stream_app_commits_total", 'outcome="committed"') > 0
+        assert worker.metric_value("stream_app_commits_total", 'outcome="aborted"') == 0
+        assert worker.metric_value("stream_app_commit_duration_seconds_count") > 0
+        assert worker.metric_value("stream_app_timer_lateness_seconds_count") >= causes[("cart_abandoner", "timer")]
+        assert worker.metric_value("stream_app_assigned_input_partitions") == names.partitions
+
+        # health endpoints, and nothing else: no state or table pages
+        assert _status(worker, "/healthz") == 200 and _status(worker, "/readyz") == 200
+        assert _status(worker, "/table") == 404 and _status(worker, "/router") == 404
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
 
@@ -115,3 +124,14 @@ def _try(fn):
         return fn()
     except OSError:
         return None
+
+
+def _status(worker: WorkerProcess, path: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}{path}", timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

@@ -1,7 +1,9 @@
 """Fetch, format, start and stop a local Apache Kafka broker (combined broker + controller, KRaft).
 
-Maven resolves the pinned ``org.apache.kafka:kafka_2.13`` and its runtime dependencies from
-``deploy/kafka/pom.xml`` into a cache folder (``$STREAM_APP_CACHE``, default ``~/.cache/stream-app``).
+Maven resolves ``org.apache.kafka:kafka_2.13`` and its runtime dependencies from ``deploy/kafka/pom.xml``
+into a cache folder (``$STREAM_APP_CACHE``, default ``~/.cache/stream-app``), one folder per version.
+The version is ``$STREAM_APP_KAFKA_VERSION`` if set, else the pom's ``<kafka.version>``; 3.x and 4.x
+brokers are both supported (4.x logs through log4j2 instead of reload4j: the pom's ``kafka4`` profile).
 Nothing listens beyond loopback.
 """
 
@@ -27,41 +29,83 @@ class BrokerError(RuntimeError):
     pass
 
 
-def kafka_version() -> str:
+VERSION_ENV = "STREAM_APP_KAFKA_VERSION"
+# the versions tests/test_local_broker.py starts; the default (the pom's <kafka.version>) is one of them
+TESTED_KAFKA_VERSIONS = ("3.9.1", "4.4.0")
+_VERSION_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+
+
+def default_kafka_version() -> str:
+    """The pom's ``<kafka.version>``: the version used when ``$STREAM_APP_KAFKA_VERSION`` is not set."""
     match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
     if not match:
         raise BrokerError(f"{POM} has no <kafka.version>")
     return match.group(1)
 
 
+def kafka_version() -> str:
+    """The broker version to fetch and run: ``$STREAM_APP_KAFKA_VERSION``, else the pom's default."""
+    version = os.environ.get(VERSION_ENV, "").strip() or default_kafka_version()
+    return _checked(version)
+
+
+def _checked(version: str) -> str:
+    if not _VERSION_RE.fullmatch(version):
+        raise BrokerError(f"Kafka version {version!r} is not of the form MAJOR.MINOR.PATCH (set {VERSION_ENV}, e.g. 4.4.0)")
+    if int(version.split(".")[0]) < 3:
+        raise BrokerError(f"Kafka {version} has no KRaft mode this module can run; use 3.x or 4.x")
+    return version
+
+
+def major_version(version: str | None = None) -> int:
+    return int((version or kafka_version()).split(".")[0])
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("STREAM_APP_CACHE", Path.home() / ".cache" / "stream-app"))
 
 
-def libs_dir() -> Path:
-    return cache_root() / f"kafka-{kafka_version()}" / "libs"
+def libs_dir(version: str | None = None) -> Path:
+    return cache_root() / f"kafka-{version or kafka_version()}" / "libs"
 
 
-def fetch_kafka(quiet: bool = True) -> Path:
-    """Resolve the broker jars with Maven (once; later calls reuse the cache)."""
-    target = libs_dir()
-    marker = target / f"kafka_2.13-{kafka_version()}.jar"
-    if marker.exists():
+def _logging_jar(version: str) -> str:
+    """The slf4j binding that a complete fetch of this version holds (3.x: reload4j; 4.x: log4j2)."""
+    return "log4j-slf4j-impl-*.jar" if major_version(version) >= 4 else "slf4j-reload4j-*.jar"
+
+
+def fetch_kafka(quiet: bool = True, version: str | None = None) -> Path:
+    """Resolve the broker jars of ``version`` (default: :func:`kafka_version`) with Maven, once per
+    version; later calls reuse the cache."""
+    version = _checked(version) if version else kafka_version()
+    target = libs_dir(version)
+    if (target / f"kafka_2.13-{version}.jar").exists() and any(target.glob(_logging_jar(version))):
         return target
     if shutil.which("mvn") is None:
         raise BrokerError("Maven (mvn) is not on PATH; install Maven 3.8+ and Java 17 to fetch the local Kafka broker")
     if shutil.which("java") is None:
         raise BrokerError("java is not on PATH; install Java 17 to run the local Kafka broker")
-    partial = target.with_name("libs.partial")
+    # a folder of this process's own: two processes fetching at once must not write into one folder
+    partial = target.with_name(f"libs.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
-    cmd = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={partial}", "-DincludeScope=runtime"]
+    profile = "kafka4" if major_version(version) >= 4 else "kafka3"
+    cmd = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={partial}",
+           "-DincludeScope=runtime", f"-Dkafka.version={version}", f"-P{profile}"]
     if quiet:
         cmd.insert(1, "-q")
     proc = subprocess.run(cmd, capture_output=quiet, text=True)
     if proc.returncode != 0:
-        raise BrokerError(f"Maven could not fetch Kafka {kafka_version()}:\n{(proc.stdout or '')[-3000:]}{(proc.stderr or '')[-2000:]}")
+        shutil.rmtree(partial, ignore_errors=True)
+        raise BrokerError(f"Maven could not fetch Kafka {version}:\n{(proc.stdout or '')[-3000:]}{(proc.stderr or '')[-2000:]}")
     shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    try:
+        partial.rename(target)
+    except OSError:  # another process put a complete folder there first
+        shutil.rmtree(partial, ignore_errors=True)
     return target
 
 
@@ -110,6 +154,14 @@ log.segment.bytes=67108864
 log.cleaner.enable=true
 """
 
+# 4.x only (unknown to 3.x): share groups (KIP-932; 4.4 formats with share.version=2, so they are on)
+# keep their state in a topic that defaults to 3 replicas and min.isr 2, which one broker cannot host
+SERVER_PROPERTIES_4X = """\
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+"""
+
+# Kafka 3.x: reload4j (log4j 1.x), given by -Dlog4j.configuration
 LOG4J_PROPERTIES = """\
 log4j.rootLogger=WARN, file
 log4j.appender.file=org.apache.log4j.FileAppender
@@ -118,6 +170,22 @@ log4j.appender.file.layout=org.apache.log4j.PatternLayout
 log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaServer=INFO
 log4j.logger.kafka.server.BrokerServer=INFO
+"""
+
+# Kafka 4.x: log4j2, given by -Dlog4j2.configurationFile (the same file, level and pattern as above)
+LOG4J2_PROPERTIES = """\
+status=warn
+shutdownHook=disable
+name=stream-app-local-kafka
+appender.file.type=File
+appender.file.name=file
+appender.file.fileName={log_file}
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+rootLogger.level=WARN
+rootLogger.appenderRef.file.ref=file
+logger.brokerserver.name=kafka.server.BrokerServer
+logger.brokerserver.level=INFO
 """
 
 
@@ -139,6 +207,19 @@ class LocalKafka:
     # SCRAM credentials written at format time, as `kafka-storage format --add-scram` takes them:
     # "SCRAM-SHA-512=[name=admin,password=...]"
     scram_credentials: tuple[str, ...] = ()
+    # the broker version; None: kafka_version() ($STREAM_APP_KAFKA_VERSION, else the pom's default)
+    version: str | None = None
+    # set by format() when a 4.x broker is about to run on data of 3.x; start() then finalizes the features
+    _upgrade_features: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # checked by format() (through fetch_kafka), so that a bad $STREAM_APP_KAFKA_VERSION is a BrokerError
+        # there rather than at construction
+        self.version = self.version or os.environ.get(VERSION_ENV, "").strip() or default_kafka_version()
+
+    @property
+    def major(self) -> int:
+        return major_version(self.version)
 
     @property
     def bootstrap(self) -> str:
@@ -152,35 +233,103 @@ class LocalKafka:
     def log_file(self) -> Path:
         return self.data_dir / "broker.log"
 
+    @property
+    def _log_config(self) -> Path:
+        return self.data_dir / ("log4j2.properties" if self.major >= 4 else "log4j.properties")
+
     def _java(self, main: str, *args: str) -> list[str]:
-        classpath = str(libs_dir() / "*")
-        log4j = self.data_dir / "log4j.properties"
+        classpath = str(libs_dir(self.version) / "*")
+        if self.major >= 4:
+            logging = [f"-Dlog4j2.configurationFile={self._log_config}"]
+        else:
+            logging = [f"-Dlog4j.configuration=file:{self._log_config}"]
         return [
             "java", f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{log4j}", "-cp", classpath, main, *args,
+            *logging, "-cp", classpath, main, *args,
         ]
 
+    @property
+    def _version_file(self) -> Path:
+        """The newest Kafka version that ran on this data folder (none in folders made when only 3.9.1 ran)."""
+        return self.data_dir / "kafka.version"
+
+    def _recorded_version(self) -> str | None:
+        try:
+            return _checked(self._version_file.read_text().strip())
+        except (FileNotFoundError, BrokerError):
+            return None
+
     def format(self) -> None:
-        fetch_kafka()
+        fetch_kafka(version=self.version)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        formatted = (self.data_dir / "logs" / "meta.properties").exists()
+        previous = self._recorded_version() if formatted else None
+        if previous is not None and _version_key(previous) > _version_key(self.version):
+            # "formatted directories are not forward-compatible" (kafka-storage format --help), and a newer
+            # broker may have raised metadata.version (see _finalize_features)
+            raise BrokerError(f"{self.data_dir} holds data of Kafka {previous}, which Kafka {self.version} cannot run on; "
+                              f"set {VERSION_ENV}={previous} or remove that folder")
         config = self.data_dir / "server.properties"
+        properties = SERVER_PROPERTIES + (SERVER_PROPERTIES_4X if self.major >= 4 else "")
         config.write_text(_with_overrides(
-            SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "logs"),
+            properties.format(port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "logs"),
             self.overrides))
-        (self.data_dir / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log_file=self.log_file))
-        if (self.data_dir / "logs" / "meta.properties").exists():
+        template = LOG4J2_PROPERTIES if self.major >= 4 else LOG4J_PROPERTIES
+        self._log_config.write_text(template.format(log_file=self.log_file))
+        if formatted:
+            # data of an older version keeps its feature levels (4.x on 3.x data: metadata.version 3.9,
+            # no group.version, so no KIP-848 groups) until start() finalizes the new ones. A folder without
+            # kafka.version was made when 3.9.1 was the only version.
+            if previous is None:
+                self._upgrade_features = self.major >= 4
+            else:
+                self._upgrade_features = _version_key(previous) < _version_key(self.version)
             return
         scram = [arg for credential in self.scram_credentials for arg in ("--add-scram", credential)]
         for attempt in range(3):
             cluster_id = _cluster_id()
+            # static quorum (controller.quorum.voters): 3.x and 4.x both format it without
+            # --standalone / --initial-controllers, which are for a dynamic quorum (KIP-853)
             proc = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted", *scram),
                 capture_output=True, text=True,
             )
             if proc.returncode == 0:
+                self._version_file.write_text(self.version + "\n")
                 return
             time.sleep(1 + attempt)
-        raise BrokerError(f"formatting KRaft storage failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise BrokerError(f"formatting KRaft storage for Kafka {self.version} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+    def _finalize_features(self) -> None:
+        """After an upgrade in place (e.g. 3.x data, 4.x broker): raise every feature to the highest level this
+        broker supports, as a fresh format would have set it (`kafka-features upgrade`). metadata.version
+        first: the other levels depend on it. kraft.version stays (a static quorum cannot change it).
+        This cannot be undone; format() refuses to run an older version on the folder afterwards."""
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=15000, client_id="stream-app-features")
+        try:
+            for only_metadata in (True, False):
+                updates = {}
+                for name, levels in admin.describe_features().items():
+                    if name == "kraft.version" or (name == "metadata.version") != only_metadata:
+                        continue
+                    highest = levels["supported"][1]
+                    if levels.get("finalized", (0, 0))[1] < highest:
+                        updates[name] = highest
+                if not updates:
+                    continue
+                failed = {k: v for k, v in admin.update_features(updates).items() if v != "OK"}
+                if failed:
+                    raise BrokerError(f"Kafka {self.version} could not finalize the features {failed} on {self.data_dir}")
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:  # until the broker's own metadata shows them
+                    features = admin.describe_features()
+                    if all(features.get(k, {}).get("finalized", (0, 0))[1] >= v for k, v in updates.items()):
+                        break
+                    time.sleep(0.2)
+        finally:
+            admin.close()
 
     def running_pid(self) -> int | None:
         try:
@@ -206,12 +355,23 @@ class LocalKafka:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise BrokerError(f"Kafka exited with {proc.returncode}; see {self.log_file} and {self.data_dir / 'broker.stdout'}")
+                raise BrokerError(f"Kafka {self.version} exited with {proc.returncode}; see {self.log_file} and {self.data_dir / 'broker.stdout'}")
             if port_open("127.0.0.1", self.port) and self._serves():
+                if self._upgrade_features:
+                    try:
+                        self._finalize_features()
+                    except Exception as exc:
+                        self.stop()
+                        raise exc if isinstance(exc, BrokerError) else BrokerError(
+                            f"Kafka {self.version} could not finalize its features on {self.data_dir}: {exc!r}") from exc
+                    self._upgrade_features = False
+                recorded = self._recorded_version()
+                if recorded is None or _version_key(recorded) < _version_key(self.version):
+                    self._version_file.write_text(self.version + "\n")
                 return
             time.sleep(0.3)
         self.stop()
-        raise BrokerError(f"Kafka did not accept connections on {self.bootstrap} within {timeout:.0f} s; see {self.log_file}")
+        raise BrokerError(f"Kafka {self.version} did not accept connections on {self.bootstrap} within {timeout:.0f} s; see {self.log_file}")
 
     def _serves(self) -> bool:
         from kafka import KafkaAdminClient
