@@ -87,11 +87,11 @@ class SlotConfig:
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
         }
 
-    def consumer(self) -> Consumer:
-        return Consumer(self.consumer_config())
+    def consumer(self, **callbacks: Any) -> Consumer:
+        return Consumer({**self.consumer_config(), **callbacks})
 
-    def producer(self) -> Producer:
-        return Producer(self.producer_config())
+    def producer(self, **callbacks: Any) -> Producer:
+        return Producer({**self.producer_config(), **callbacks})
 
     def reader(self, purpose: str) -> Consumer:
         return Consumer(self.reader_config(purpose))

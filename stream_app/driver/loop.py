@@ -87,6 +87,8 @@ class StreamDriver:
         self.consumer: Consumer | None = None
         self.transaction: Transaction | None = None
         self.failed = False
+        self.rewinds = 0  # how many times the input was rewound to the committed offsets
+        self.fatal_error: KafkaError | None = None
 
     # -- health ---------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -97,13 +99,21 @@ class StreamDriver:
         return self.last_poll == 0.0 or self.restoring or time.monotonic() - self.last_poll < 60
 
     # -- the loop -------------------------------------------------------------------------------------
+    def _on_client_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback (served by poll): fatal errors end the process; the rest are
+        reported and retried by the client itself (a broker away, a connection refused)."""
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            self.fatal_error = error
+        else:
+            log.warning("kafka: %s", error)
+
     def run(self, stop: threading.Event) -> None:
         slot = self.config.slot
-        producer = slot.producer()
+        producer = slot.producer(error_cb=self._on_client_error)
         self.transaction = Transaction(producer, slot.transaction_timeout_ms / 1000)
         self.transaction.init()  # fences this slot's predecessor and aborts its open transaction
         self.reader = slot.reader("restore")
-        consumer = self.consumer = slot.consumer()
+        consumer = self.consumer = slot.consumer(error_cb=self._on_client_error)
         consumer.subscribe([self.config.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("slot %s: transactional id %s, group %s", slot.instance_id, slot.transactional_id, slot.group_id)
         try:
@@ -131,8 +141,13 @@ class StreamDriver:
         wait = min(0.5, max(0.0, self.next_punctuation - now))
         if self.transaction.open:
             wait = min(wait, max(0.0, cfg.commit_interval_ms / 1000 - self.transaction.age_s()))
+        rewinds = self.rewinds
         first = consumer.poll(wait)
         messages = [first, *consumer.consume(cfg.batch_max - 1, 0)] if first is not None else []
+        if self.fatal_error is not None:  # e.g. fenced as a static member (librdkafka issue #3437)
+            raise KafkaException(self.fatal_error)
+        if self.rewinds != rewinds:  # a rebalance callback aborted and rewound meanwhile: these are stale
+            messages = []
         self.last_poll = time.monotonic()
         wall = int(time.time() * 1000)
         try:
@@ -192,6 +207,7 @@ class StreamDriver:
     def _rewind(self) -> None:
         """After an abort: input from the committed offsets, in-memory state from the stores."""
         assert self.consumer is not None
+        self.rewinds += 1
         self.processor.rolled_back()
         self.positions.clear()
         self.start_offsets.clear()
