@@ -72,10 +72,13 @@ class SlotConfig:
             **self.extra_producer,
         }
 
-    def reader_config(self, purpose: str) -> dict[str, Any]:
+    def reader_config(self, purpose: str, fetch_wait_ms: int = 500) -> dict[str, Any]:
         """A plain reader without a group (changelog restore, the RFM exchange): read_committed, and
-        an end-of-partition event so that "read to the end" needs no sleeping."""
+        an end-of-partition event so that "read to the end" needs no sleeping. A restore wants its
+        end at once (`fetch_wait_ms` 10: the broker's long poll would add 500 ms to every restore);
+        a follower that polls for ever keeps the default."""
         return {
+            "fetch.wait.max.ms": fetch_wait_ms,
             **self._common(purpose),
             "group.id": f"{self.group_id}-{purpose}-unused",  # never joins: partitions are assigned
             "enable.auto.commit": False,
@@ -93,5 +96,5 @@ class SlotConfig:
     def producer(self, **callbacks: Any) -> Producer:
         return Producer({**self.producer_config(), **callbacks})
 
-    def reader(self, purpose: str) -> Consumer:
-        return Consumer(self.reader_config(purpose))
+    def reader(self, purpose: str, fetch_wait_ms: int = 500) -> Consumer:
+        return Consumer(self.reader_config(purpose, fetch_wait_ms))

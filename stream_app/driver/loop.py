@@ -88,6 +88,7 @@ class StreamDriver:
         self.transaction: Transaction | None = None
         self.failed = False
         self.rewinds = 0  # how many times the input was rewound to the committed offsets
+        self.assigned_in_call: set[int] = set()  # partitions assigned during the current poll
         self.fatal_error: KafkaError | None = None
 
     # -- health ---------------------------------------------------------------------------------------
@@ -112,7 +113,7 @@ class StreamDriver:
         producer = slot.producer(error_cb=self._on_client_error)
         self.transaction = Transaction(producer, slot.transaction_timeout_ms / 1000)
         self.transaction.init()  # fences this slot's predecessor and aborts its open transaction
-        self.reader = slot.reader("restore")
+        self.reader = slot.reader("restore", fetch_wait_ms=10)
         consumer = self.consumer = slot.consumer(error_cb=self._on_client_error)
         consumer.subscribe([self.config.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("slot %s: transactional id %s, group %s", slot.instance_id, slot.transactional_id, slot.group_id)
@@ -142,12 +143,16 @@ class StreamDriver:
         if self.transaction.open:
             wait = min(wait, max(0.0, cfg.commit_interval_ms / 1000 - self.transaction.age_s()))
         rewinds = self.rewinds
+        self.assigned_in_call = set()
         first = consumer.poll(wait)
-        messages = [first, *consumer.consume(cfg.batch_max - 1, 0)] if first is not None else []
+        fetched = [first, *consumer.consume(cfg.batch_max - 1, 0)] if first is not None else []
+        messages = self._records(fetched)
         if self.fatal_error is not None:  # e.g. fenced as a static member (librdkafka issue #3437)
             raise KafkaException(self.fatal_error)
         if self.rewinds != rewinds:  # a rebalance callback aborted and rewound meanwhile: these are stale
             messages = []
+        elif self.assigned_in_call:
+            messages = self._without_records_of_new_partitions(messages)
         self.last_poll = time.monotonic()
         wall = int(time.time() * 1000)
         try:
@@ -160,20 +165,38 @@ class StreamDriver:
             self.abort(str(exc))
             return
         if self.transaction.open or any(store.staged for store in self.stores.values()):
-            drained = len(messages) < cfg.batch_max
+            drained = len(fetched) < cfg.batch_max
             if drained or self.transaction.age_s() * 1000 >= cfg.commit_interval_ms:
                 self.commit()
         self.transaction.producer.poll(0)
 
+    def _records(self, fetched: list[Message]) -> list[Message]:
+        """The records among what the consumer returned; its error events are reported here, and a
+        fatal one (e.g. fenced as a static member) ends the process."""
+        records = []
+        for message in fetched:
+            error = message.error()
+            if error is None:
+                records.append(message)
+            elif error.fatal() or error.code() == KafkaError._FATAL:
+                raise KafkaException(error)
+            else:
+                log.warning("consumer: %s", error)
+        return records
+
+    def _without_records_of_new_partitions(self, messages: list[Message]) -> list[Message]:
+        """Partitions assigned during this poll (also revoked and assigned again within it) may have
+        records in the batch from before the callback: drop all of theirs and read them again from the
+        offset the partition was assigned at, where its restored state ends."""
+        stale = {m.partition() for m in messages if m.partition() in self.assigned_in_call}
+        for partition in stale:
+            offset = self.start_offsets.get(partition, -1)
+            self._seek(TopicPartition(self.config.input_topic, partition, offset if offset >= 0 else OFFSET_BEGINNING))
+        return [m for m in messages if m.partition() not in stale]
+
     def _process(self, messages: list[Message], wall: int) -> None:
         by_partition: dict[int, list[Message]] = {}
         for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal() or error.code() == KafkaError._FATAL:  # e.g. fenced as a static member
-                    raise KafkaException(error)
-                log.warning("consumer: %s", error)
-                continue
             by_partition.setdefault(message.partition(), []).append(message)
         topic = self.config.input_topic
         for partition, records in by_partition.items():
@@ -190,6 +213,7 @@ class StreamDriver:
         try:
             if self.fault_hook is not None:
                 self.fault_hook("before_commit", self)
+            self._offsets_of_every_partition()
             done = self.transaction.commit(self.stores.values(), self.consumer.consumer_group_metadata())
         except TransactionAborted as exc:
             self.abort(str(exc))  # already aborted when the commit itself failed: then this only rewinds
@@ -197,6 +221,21 @@ class StreamDriver:
         if done:
             self.processor.committed(int(time.time() * 1000))
             self._update_lag()
+
+    def _offsets_of_every_partition(self) -> None:
+        """Every transaction carries an input offset of every owned partition that has a position, also
+        one that only timers or a punctuation wrote to: the offsets are what the group coordinator checks
+        against the member's generation (KIP-447), so a zombie's transaction cannot commit."""
+        assert self.transaction is not None
+        if not (self.transaction.open or any(store.staged for store in self.stores.values())):
+            return
+        topic = self.config.input_topic
+        for partition in self.stores:
+            if (topic, partition) in self.transaction.offsets:
+                continue
+            position = self.positions.get(partition, self.start_offsets.get(partition, -1))
+            if position >= 0:
+                self.transaction.consumed(topic, partition, position - 1)
 
     def abort(self, why: str) -> None:
         """Abort the open transaction and rewind (also the path of librdkafka's abortable errors)."""
@@ -216,8 +255,7 @@ class StreamDriver:
             return
         for tp in self.consumer.committed(assigned, timeout=30):
             self.start_offsets[tp.partition] = tp.offset
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self._seek(TopicPartition(tp.topic, tp.partition, offset))
+            self._seek(TopicPartition(tp.topic, tp.partition, _start(tp.offset)))
         log.info("rewound partitions %s to their committed offsets", sorted(tp.partition for tp in assigned))
 
     def _seek(self, tp: TopicPartition) -> None:
@@ -258,19 +296,28 @@ class StreamDriver:
 
     # -- rebalance callbacks (called inside poll/consume, on this thread) ------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        new = [tp.partition for tp in partitions if tp.topic == self.config.input_topic and tp.partition not in self.stores]
+        topic = self.config.input_topic
+        new = [tp.partition for tp in partitions if tp.topic == topic and tp.partition not in self.stores]
         if new:
+            if not self.failed:
+                self.commit()  # the open transaction must not wait for a restore (it could time out)
             self.restoring = True
             try:
+                # first the committed offsets: librdkafka asks for stable ones under read_committed, so
+                # this waits until a predecessor's pending transaction is decided; only then is the
+                # changelog restored, so state and input start at the same transaction
+                committed = consumer.committed([TopicPartition(topic, p) for p in new], timeout=60)
+                self.start_offsets.update({tp.partition: tp.offset for tp in committed})
                 stores = {p: self._open_store(p) for p in new}
                 restore(self.reader, list(stores.values()))
-                # where each partition's input resumes (waits for a predecessor's open transaction to end)
-                tps = [TopicPartition(self.config.input_topic, p) for p in new]
-                self.start_offsets.update({tp.partition: tp.offset for tp in consumer.committed(tps, timeout=60)})
                 self.stores.update(stores)
                 self.processor.assigned(stores)
             finally:
                 self.restoring = False
+            self.assigned_in_call.update(new)
+        # input starts exactly at the offsets the restored state belongs to
+        consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, _start(self.start_offsets.get(tp.partition, -1)))
+                                     for tp in partitions])
         self.joined = True
         metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
         log.info("assigned input partitions %s; owning %s", sorted(new), sorted(self.stores))
@@ -310,3 +357,8 @@ class StreamDriver:
     def _open_store(self, partition: int) -> PartitionStore:
         path = self.config.state_dir / f"{self.config.input_topic}-{partition}"
         return PartitionStore(path, self.budget, self.config.changelog_topic, partition)
+
+
+def _start(committed: int) -> int:
+    """Where a partition's input starts: its committed offset, else the beginning (no commit yet)."""
+    return committed if committed >= 0 else OFFSET_BEGINNING

@@ -60,8 +60,20 @@ class Transaction:
             self.open = True
             self.opened_at = time.monotonic()
 
+    def _abortable(self, exc: KafkaException) -> Exception:
+        """A non-fatal error while filling the transaction (librdkafka refuses new records once the
+        transaction needs aborting): abort it; the caller rewinds."""
+        error = _error(exc)
+        if error is not None and error.fatal():
+            return SlotFenced(str(error))
+        self.abort((), str(error or exc))
+        return TransactionAborted(str(error or exc))
+
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None, on_delivery: Any = None) -> None:
-        self._begin()
+        try:
+            self._begin()
+        except KafkaException as exc:
+            raise self._abortable(exc) from exc
         kwargs: dict[str, Any] = {}
         if partition is not None:
             kwargs["partition"] = partition
@@ -73,10 +85,15 @@ class Transaction:
                 break
             except BufferError:  # librdkafka's queue is full: let it deliver, then try again
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                raise self._abortable(exc) from exc
         self.records += 1
 
     def consumed(self, topic: str, partition: int, offset: int) -> None:
-        self._begin()
+        try:
+            self._begin()
+        except KafkaException as exc:
+            raise self._abortable(exc) from exc
         self.offsets[(topic, partition)] = offset + 1
 
     def forget_partitions(self, topic: str, partitions: Iterable[int]) -> None:
@@ -123,9 +140,12 @@ class Transaction:
             self._changelog_ends[message.partition()] = message.offset() + 1
 
     def _commit_transaction(self) -> None:
-        for attempt in range(5):
+        """librdkafka: after a retriable error (a timeout, the coordinator moving) the commit may still be
+        completing, and calling it again is the way to learn the outcome; aborting then is not allowed.
+        No timeout argument: it blocks for at most the remaining transaction timeout, as recommended."""
+        for attempt in range(10):
             try:
-                self.producer.commit_transaction(self.timeout_s)
+                self.producer.commit_transaction()
                 return
             except KafkaException as exc:
                 error = _error(exc)
@@ -133,7 +153,7 @@ class Transaction:
                     log.warning("committing the transaction: %s; retrying (%d)", error, attempt + 1)
                     continue
                 raise
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "the commit did not complete after 5 attempts", txn_requires_abort=True))
+        raise SlotFenced("the transaction's commit did not complete after 10 attempts; the outcome is unknown")
 
     def abort(self, stores: Iterable[PartitionStore], why: str) -> None:
         """Abort the open transaction (if any) and drop every staged write."""
@@ -143,7 +163,7 @@ class Transaction:
             log.warning("aborting the open transaction: %s", why)
             for attempt in range(5):
                 try:
-                    self._call(self.producer.abort_transaction, self.timeout_s)
+                    self._call(self.producer.abort_transaction)
                     break
                 except KafkaException as exc:
                     log.warning("aborting the transaction: %s; retrying (%d)", _error(exc) or exc, attempt + 1)

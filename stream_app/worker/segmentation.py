@@ -59,6 +59,7 @@ class SegmentationProcessor:
         self.last_step_wall: dict[int, int] = {}
         # results produced in the open transaction, observed in the metrics once it commits
         self._uncommitted: list[tuple[int, BatchResult, int, int]] = []
+        self._uncommitted_batches: list[int] = []  # sizes of the input batches in the open transaction
         self.housekeeping: Callable[[], None] = lambda: None  # reloads, heap trims (worker/app.py)
 
     # -- the driver's calls ---------------------------------------------------------------------------
@@ -86,14 +87,19 @@ class SegmentationProcessor:
         self.engines.clear()
         self.population.clear()
         self._uncommitted.clear()
+        self._uncommitted_batches.clear()
+        self.last_step_wall.clear()
+        self.rfm_refreshed_at = 0  # the aborted summaries never reached the topic: publish again
         if self.rfm_population is not None:
             self.rfm_refresh = set(self.stores)
+        for partition in sorted(self.stores):  # all at once, so the population gauges add up again
+            self._engine(partition)
 
     def process(self, partition: int, messages: Sequence[Any], wall_ms: int, out: Outputs) -> None:
         engine = self._engine(partition)
         self._pending_decisions(partition, engine, wall_ms, out)
         records = [RawRecord(m.value() or b"", m.topic(), partition, m.offset()) for m in messages]
-        metrics.BATCH_SIZE.observe(len(records))
+        self._uncommitted_batches.append(len(records))
         self._emit(partition, engine.handle(records, wall_ms), wall_ms, out)
 
     def punctuate(self, wall_ms: int, out: Outputs) -> None:
@@ -110,13 +116,17 @@ class SegmentationProcessor:
             lag = self.lag(partition)
             caught_up = lag is not None and lag <= 1  # 1: a transactional producer's commit marker
             self._emit(partition, engine.tick(wall_ms, caught_up), wall_ms, out)
-            metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
         metrics.CLOCK_TICKS.inc()
 
     def committed(self, wall_ms: int) -> None:
         done, self._uncommitted = self._uncommitted, []
         for partition, result, step_wall, previous_step_wall in done:
             self._observe(partition, result, wall_ms, step_wall, previous_step_wall)
+        for size in self._uncommitted_batches:
+            metrics.BATCH_SIZE.observe(size)
+        self._uncommitted_batches = []
+        for partition, engine in self.engines.items():
+            metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
 
     # -- configuration and population -----------------------------------------------------------------
     def set_config(self, cfg: CatalogConfig) -> None:
