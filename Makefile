@@ -10,10 +10,10 @@ BIN    := $(VENV)/bin
 demo: setup
 	$(BIN)/stream-app demo
 
-# the whole suite on the default broker (Kafka 4.4.0), then the worker's Kafka tests again on Kafka 3.9.1
+# the whole suite on the default broker (Kafka 3.9.1), then the worker's main Kafka tests on Kafka 4.4.0
 test: setup test-servers
 	$(BIN)/python -m pytest
-	STREAM_APP_KAFKA_VERSION=3.9.1 $(BIN)/python -m pytest $(COMPAT_TESTS)
+	STREAM_APP_KAFKA_VERSION=4.4.0 $(BIN)/python -m pytest $(COMPAT_TESTS)
 
 COMPAT_TESTS := tests/test_kafka_end_to_end.py tests/test_kafka_crash_recovery.py tests/test_driver_abort.py
 
