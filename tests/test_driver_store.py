@@ -65,3 +65,4 @@ def test_user_ids_with_lone_surrogates_and_control_characters_round_trip(tmp_pat
     store.apply_staged(5)
     assert dict(store.items()) == {odd: b"clock", "zw\u200bsp": b"x"}
     store.close()
+

@@ -82,6 +82,20 @@ def build_worker(settings: Settings, fault_hook: Any = None) -> tuple[StreamDriv
     return driver, processor, exchange
 
 
+# settings of the Faust-based worker that mean nothing any more (docs/upgrading.md)
+RETIRED_SETTINGS = {
+    "STREAM_APP_TICK_INTERVAL_MS": "timers run inside the process; STREAM_APP_CLOCK_INTERVAL_MS sets how often",
+    "STREAM_APP_BATCH_WITHIN_MS": "the worker takes what the consumer has buffered without waiting; STREAM_APP_BATCH_MAX caps a batch",
+}
+
+
+def _warn_about_retired_settings(environ: dict[str, str]) -> list[str]:
+    warnings = [f"{name} is set but no longer used: {why} (docs/upgrading.md)" for name, why in RETIRED_SETTINGS.items() if name in environ]
+    for warning in warnings:
+        log.warning("%s", warning)
+    return warnings
+
+
 def _warn_about_faust_state(settings: Settings) -> None:
     old = settings.data_dir / "v1" / "tables"
     if old.exists():
@@ -125,6 +139,7 @@ def run_worker(settings: Settings) -> None:
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _warn_about_faust_state(settings)
+    _warn_about_retired_settings(dict(os.environ))
     driver, processor, exchange = build_worker(settings)
     stop = threading.Event()
     _stop_on_signals(stop, settings.stop_grace_s)
