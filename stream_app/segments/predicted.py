@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..predict.scoring import clv_at, customer_scores, p_alive_at
 from ..state.profile import Profile
 from ..timeutil import DAY_MS, utc_day
 from .config import CatalogConfig
@@ -44,6 +43,8 @@ def _first_day(predicate: Callable[[int], bool], start: int) -> int | None:
 def _crossings(profile: Profile, cfg: CatalogConfig) -> tuple[int | None, int | None]:
     """(first day of predicted churn, first day no longer of high predicted value) for the current
     purchase summary; computed once per order and kept in the profile."""
+    from ..predict.scoring import clv_at, p_alive_at  # numpy and scipy: imported only once a model is loaded
+
     model = cfg.model
     key = [cfg.version, profile.purchase_first_day, profile.purchase_last_day, profile.purchase_days,
            round(profile.repeat_spend, 6), profile.orders_total, cfg.predicted_churn_p_alive_below, cfg.high_value_top_share]
@@ -100,4 +101,6 @@ def value_next_change(profile: Profile, cfg: CatalogConfig) -> int | None:
 def traits(profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, Any]:
     if not _scored(profile, cfg):
         return {}
+    from ..predict.scoring import customer_scores
+
     return customer_scores(cfg.model, profile, utc_day(t)).as_traits()
