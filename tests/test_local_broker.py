@@ -104,15 +104,20 @@ def _transactional_cycle(bootstrap: str, protocol: str) -> None:
     assert committed == {tp.partition: tp.offset for tp in positions if tp.offset >= 0}
 
 
+def _start_or_fail(broker: LocalKafka, what: str) -> None:
+    """Start the broker; the test fails (never skips) when it cannot."""
+    try:
+        broker.start()
+    except BrokerError as exc:
+        pytest.fail(f"{what} could not be started: {exc}", pytrace=False)
+
+
 @pytest.mark.parametrize("version", TESTED_KAFKA_VERSIONS)
 def test_broker_version_serves_transactions(version: str) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix=f"stream-app-test-kafka-{version}-"))
     broker = LocalKafka(data_dir, port=free_port(), controller_port=free_port(), version=version)
     try:
-        try:
-            broker.start()
-        except BrokerError as exc:
-            pytest.fail(f"the local Kafka {version} broker could not be started: {exc}", pytrace=False)
+        _start_or_fail(broker, f"the local Kafka {version} broker")
         assert (libs_dir(version) / f"kafka_2.13-{version}.jar").exists()
         assert (data_dir / "kafka.version").read_text().strip() == version
 
@@ -163,10 +168,7 @@ def test_data_of_3x_upgrades_in_place_to_4x_and_is_not_downgraded() -> None:
     topic = f"kept-{uuid.uuid4().hex[:8]}"
     broker = LocalKafka(data_dir, port=free_port(), controller_port=free_port(), version=old)
     try:
-        try:
-            broker.start()
-        except BrokerError as exc:
-            pytest.fail(f"the local Kafka {old} broker could not be started: {exc}", pytrace=False)
+        _start_or_fail(broker, f"the local Kafka {old} broker")
         _create_topics(broker.bootstrap, topic)
         producer = Producer({"bootstrap.servers": broker.bootstrap})
         producer.produce(topic, value=b"written by " + old.encode())
@@ -174,10 +176,7 @@ def test_data_of_3x_upgrades_in_place_to_4x_and_is_not_downgraded() -> None:
         broker.stop()
 
         broker = LocalKafka(data_dir, port=free_port(), controller_port=free_port(), version=new)
-        try:
-            broker.start()
-        except BrokerError as exc:
-            pytest.fail(f"the local Kafka {new} broker could not be started on data of {old}: {exc}", pytrace=False)
+        _start_or_fail(broker, f"the local Kafka {new} broker, on data of {old},")
         assert (data_dir / "kafka.version").read_text().strip() == new
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         try:

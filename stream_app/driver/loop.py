@@ -164,7 +164,7 @@ class StreamDriver:
         except TransactionAborted as exc:  # raised by a processor (or a test's fault hook) mid-batch
             self.abort(str(exc))
             return
-        if self.transaction.open or any(store.staged for store in self.stores.values()):
+        if self._has_uncommitted_work():
             drained = len(fetched) < cfg.batch_max
             if drained or self.transaction.age_s() * 1000 >= cfg.commit_interval_ms:
                 self.commit()
@@ -190,8 +190,7 @@ class StreamDriver:
         offset the partition was assigned at, where its restored state ends."""
         stale = {m.partition() for m in messages if m.partition() in self.assigned_in_call}
         for partition in stale:
-            offset = self.start_offsets.get(partition, -1)
-            self._seek(TopicPartition(self.config.input_topic, partition, offset if offset >= 0 else OFFSET_BEGINNING))
+            self._seek(TopicPartition(self.config.input_topic, partition, _start(self.start_offsets.get(partition, -1))))
         return [m for m in messages if m.partition() not in stale]
 
     def _process(self, messages: list[Message], wall: int) -> None:
@@ -227,15 +226,24 @@ class StreamDriver:
         one that only timers or a punctuation wrote to: the offsets are what the group coordinator checks
         against the member's generation (KIP-447), so a zombie's transaction cannot commit."""
         assert self.transaction is not None
-        if not (self.transaction.open or any(store.staged for store in self.stores.values())):
+        if not self._has_uncommitted_work():
             return
         topic = self.config.input_topic
         for partition in self.stores:
             if (topic, partition) in self.transaction.offsets:
                 continue
-            position = self.positions.get(partition, self.start_offsets.get(partition, -1))
+            position = self._position(partition)
             if position >= 0:
                 self.transaction.consumed(topic, partition, position - 1)
+
+    def _has_uncommitted_work(self) -> bool:
+        assert self.transaction is not None
+        return self.transaction.open or any(store.staged for store in self.stores.values())
+
+    def _position(self, partition: int) -> int:
+        """The offset after the last record processed, else where the partition started (its committed
+        offset when assigned or rewound); -1 when it has neither."""
+        return self.positions.get(partition, self.start_offsets.get(partition, -1))
 
     def abort(self, why: str) -> None:
         """Abort the open transaction and rewind (also the path of librdkafka's abortable errors)."""
@@ -265,8 +273,7 @@ class StreamDriver:
                 self.consumer.seek(tp)
                 return
             except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if getattr(error, "code", lambda: None)() != KafkaError._STATE:
+                if exc.args[0].code() != KafkaError._STATE:
                     raise
                 time.sleep(0.1)  # the partition's fetcher is not started yet
         raise RuntimeError(f"could not seek partition {tp.partition} to {tp.offset}")
@@ -287,11 +294,9 @@ class StreamDriver:
             return None
         if high is None or high < 0:
             return None
-        position = self.positions.get(partition)
-        if position is None:  # nothing processed since the assignment: where the consumer starts
-            position = self.start_offsets.get(partition, -1)
-            if position < 0:  # no committed offset: from the start of the log
-                position = _low
+        position = self._position(partition)
+        if position < 0:  # no committed offset: from the start of the log
+            position = _low
         return max(0, high - position)
 
     # -- rebalance callbacks (called inside poll/consume, on this thread) ------------------------------

@@ -60,13 +60,14 @@ class Transaction:
             self.open = True
             self.opened_at = time.monotonic()
 
-    def _abortable(self, exc: KafkaException) -> Exception:
-        """A non-fatal error while filling the transaction (librdkafka refuses new records once the
-        transaction needs aborting): abort it; the caller rewinds."""
+    def _abortable(self, exc: KafkaException, stores: Iterable[PartitionStore] = ()) -> Exception:
+        """The exception to raise for a failure while filling or committing the transaction: a fatal one
+        ends the slot (`SlotFenced`); any other aborts the transaction (librdkafka refuses new records
+        once it needs aborting) and the caller rewinds (`TransactionAborted`)."""
         error = _error(exc)
         if error is not None and error.fatal():
             return SlotFenced(str(error))
-        self.abort((), str(error or exc))
+        self.abort(stores, str(error or exc))
         return TransactionAborted(str(error or exc))
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None, on_delivery: Any = None) -> None:
@@ -127,7 +128,7 @@ class Transaction:
         except TransactionAborted:
             raise
         except KafkaException as exc:
-            self._abort_after(exc, stores)
+            raise self._abortable(exc, stores) from exc
         for store in stores:  # 4. local state, only now
             store.apply_staged(self._changelog_ends.get(store.partition))
         self._reset()
@@ -171,13 +172,6 @@ class Transaction:
                 raise SlotFenced("the open transaction could not be aborted after 5 attempts")
             metrics.COMMITS.labels("aborted").inc()
         self._reset()
-
-    def _abort_after(self, exc: KafkaException, stores: list[PartitionStore]) -> None:
-        error = _error(exc)
-        if error is not None and error.fatal():
-            raise SlotFenced(str(error)) from exc
-        self.abort(stores, str(error or exc))
-        raise TransactionAborted(str(error or exc)) from exc
 
     def _reset(self) -> None:
         self.open = False

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
+from ..driver import metrics as driver_metrics
 from ..driver.loop import Outputs
 from ..driver.store import PartitionStore
 from ..engine import BatchResult, PartitionEngine, RawRecord
@@ -65,11 +66,7 @@ class SegmentationProcessor:
     # -- the driver's calls ---------------------------------------------------------------------------
     def assigned(self, stores: dict[int, PartitionStore]) -> None:
         self.stores.update(stores)
-        profiles = 0
-        for partition in stores:
-            profiles += len(self._engine(partition).schedule)
-        from ..driver import metrics as driver_metrics
-
+        profiles = sum(len(self._engine(partition).schedule) for partition in stores)
         driver_metrics.RESTORED_PROFILES.set(profiles)
 
     def revoked(self, partitions: Sequence[int]) -> None:
