@@ -59,6 +59,8 @@ class Settings:
     # override the definitions file's time settings when set
     lateness_ms: int | None = field(default_factory=lambda: _optional_int("STREAM_APP_LATENESS_MS"))
     historical_after_ms: int | None = field(default_factory=lambda: _optional_int("STREAM_APP_HISTORICAL_AFTER_MS"))
+    backfill_age_ms: int | None = field(default_factory=lambda: _optional_int("STREAM_APP_BACKFILL_AGE_MS"))
+    backfill_drained_after_ms: int | None = field(default_factory=lambda: _optional_int("STREAM_APP_BACKFILL_DRAINED_AFTER_MS"))
     batch_max: int = field(default_factory=lambda: _int("STREAM_APP_BATCH_MAX", 2000))
     # a transaction commits as soon as nothing more is buffered, else this long after its first record
     commit_interval_ms: int = field(default_factory=lambda: _int("STREAM_APP_COMMIT_INTERVAL_MS", 100))

@@ -36,6 +36,24 @@ def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event).encode()
 
 
+def interleave_users_within(events: list[dict[str, Any]], allowance_ms: int, seed: int) -> list[dict[str, Any]]:
+    """Users' events interleaved at random so that none arrives after an event more than ``allowance_ms``
+    newer, each user's own events still in timestamp order: the order the catalog asks producers for."""
+    import random
+
+    from stream_app.timeutil import parse_timestamp
+
+    def ts(event: dict[str, Any]) -> int:
+        return event["timestamp"] if isinstance(event["timestamp"], int) else parse_timestamp(event["timestamp"])
+
+    rng = random.Random(seed)
+    arrival = sorted(events, key=lambda e: ts(e) + rng.uniform(0, allowance_ms))
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for event in sorted(events, key=ts):
+        by_user.setdefault(event.get("userId") or event["anonymousId"], []).append(event)
+    return [by_user[e.get("userId") or e["anonymousId"]].pop(0) for e in arrival]
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,6 +84,8 @@ class Names:
             STREAM_APP_TRANSITIONS_TOPIC=self.transitions, STREAM_APP_MEMBERSHIPS_TOPIC=self.memberships,
             STREAM_APP_DLQ_TOPIC=self.dlq, STREAM_APP_PARTITIONS=str(self.partitions), STREAM_APP_DATA_DIR=str(data_dir),
             STREAM_APP_WEB_PORT=str(web_port), STREAM_APP_SESSION_TIMEOUT_S="6", STREAM_APP_LOG_LEVEL="info",
+            # test data is hours old, so it is a backfill: let it drain in 3 s rather than the default 60 s
+            STREAM_APP_BACKFILL_DRAINED_AFTER_MS="3000",
         )
         return env
 

@@ -1,6 +1,6 @@
-"""The partition clock, deduplication, ordering within the lateness allowance, dormancy."""
+"""The rule of the clock: events take effect at once in each user's order, the live clock fires the
+timers of users with nothing newer, a backfill is decided on its own clock; deduplication, dormancy."""
 
-import json
 import random
 
 from hypothesis import given, settings
@@ -10,9 +10,9 @@ from stream_app.engine import PartitionEngine, RawRecord
 from stream_app.engine.partition import CLOCK_KEY
 from stream_app.replay import InMemoryStore
 from stream_app.segments.config import CatalogConfig
-from stream_app.timeutil import DAY_MS, MINUTE_MS, SECOND_MS
+from stream_app.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, format_timestamp
 
-from .helpers import encode, page, track
+from .helpers import encode, interleave_users_within, page, track
 
 CFG = CatalogConfig()
 T0 = 1_790_000_000_000
@@ -46,16 +46,47 @@ def test_clock_is_never_ahead_of_the_wall_clock():
     assert eng.clock == wall - CFG.lateness_ms
 
 
-def test_idle_partition_follows_the_wall_clock_and_fires_timers():
+def _changes(result, skip=("engagement",)):
+    return [(t["user_id"], t["segment"], t["to"], t["cause"]["type"]) for t in result.transitions if t["segment"] not in skip]
+
+
+def test_an_event_takes_effect_at_once_and_the_idle_clock_fires_the_timer():
     store = InMemoryStore()
     eng = engine(store)
-    feed(eng, store, [track("u", "Product Added", T0, product_id="p")], wall=T0 + 1000)
+    added = feed(eng, store, [track("u", "Product Added", T0, product_id="p")], wall=T0 + 1000)
+    # no wait for the clock: the event is decided in the batch that reads it, at its own timestamp
+    assert _changes(added) == [("u", "lifecycle", "new_lead", "event")]
+    assert added.transitions[0]["at"] == format_timestamp(T0) and eng.clock == T0 - CFG.lateness_ms
     assert eng.tick(T0 + 1000 + CFG.lateness_ms).transitions == []  # not idle for longer than the allowance yet
     result = eng.tick(T0 + 31 * MINUTE_MS + CFG.lateness_ms + 1)
     store.write(result.writes)
-    # the buffered event is applied once the clock passes it, then the 30-minute timer fires
-    assert [(t["segment"], t["to"], t["cause"]["type"]) for t in result.transitions if t["segment"] != "engagement"] == [
-        ("lifecycle", "new_lead", "event"), ("cart_abandoner", "cart_abandoner", "timer")]
+    assert _changes(result) == [("u", "cart_abandoner", "cart_abandoner", "timer")]
+
+
+def test_a_users_own_timers_fire_before_their_next_event_whatever_the_clock():
+    store = InMemoryStore()
+    eng = engine(store, wall_clock=False)
+    feed(eng, store, [track("u", "Product Added", T0, product_id="p")])
+    assert eng.clock < T0 + 30 * MINUTE_MS  # the clock has not reached the cart's due time
+    # the user's next event, 40 minutes later: the cart timer due at +30 min fires first, then the order
+    result = feed(eng, store, [track("u", "Order Completed", T0 + 40 * MINUTE_MS, revenue=5)])
+    assert _changes(result, skip=("engagement", "rfm")) == [
+        ("u", "cart_abandoner", "cart_abandoner", "timer"), ("u", "cart_abandoner", None, "event"),
+        ("u", "lifecycle", "activated", "event")]
+    assert [t["at"] for t in result.transitions if t["segment"] == "cart_abandoner"] == [
+        format_timestamp(T0 + 30 * MINUTE_MS), format_timestamp(T0 + 40 * MINUTE_MS)]
+
+
+def test_late_means_older_than_the_users_own_decided_until_time():
+    store = InMemoryStore()
+    eng = engine(store, wall_clock=False)
+    feed(eng, store, [track("ahead", "Signed In", T0 + DAY_MS)])  # the clock moves a day ahead
+    first = feed(eng, store, [track("behind", "Signed In", T0)])
+    assert first.counts["late"] == 0  # older than the clock, but the first event of its user
+    assert _changes(first) == [("behind", "lifecycle", "new_lead", "event")]
+    again = feed(eng, store, [track("ahead", "Signed In", T0 + DAY_MS - 1000)])
+    assert again.counts["late"] == 1  # older than its own user's last event
+    assert again.transitions == [] or all(t["at"] == format_timestamp(T0 + DAY_MS) for t in again.transitions)
 
 
 def test_the_clock_survives_a_restart_through_the_store():
@@ -86,13 +117,14 @@ def test_invalid_records_become_dead_letters_with_their_position():
 def test_a_profile_silent_for_400_days_is_dropped_without_transitions():
     store = InMemoryStore()
     eng = engine(store, wall_clock=False)
-    feed(eng, store, [track("u", "Order Completed", T0, revenue=1)])
+    ordered = feed(eng, store, [track("u", "Order Completed", T0, revenue=1)])
+    assert [t["to"] for t in ordered.transitions if t["segment"] == "lifecycle"] == ["activated"]  # at once
     result = eng.advance_to(T0 + 400 * DAY_MS, WALL)
     store.write(result.writes)
     assert "u" not in store
     assert result.memberships == {"u": None}  # a tombstone on the memberships topic
-    # the order is applied, the 60-day churn fires; the drop itself emits no transition
-    assert [t["to"] for t in result.transitions if t["segment"] == "lifecycle"] == ["activated", "churned"]
+    # the 60-day churn fires; the drop itself emits no transition
+    assert [t["to"] for t in result.transitions if t["segment"] == "lifecycle"] == ["churned"]
 
 
 def _events_for(seed: int, users: int = 4, count: int = 60):
@@ -107,15 +139,6 @@ def _events_for(seed: int, users: int = 4, count: int = 60):
         else:
             events.append(track(user, rng.choice(names), ts, mid=f"m{n}", product_id=f"p{rng.randrange(3)}", revenue=3))
     return events
-
-
-def _shuffle_within_allowance(events, rng):
-    """Reorder events so that none arrives after an event more than the allowance (5 s) newer."""
-    keyed = [(e, rng.uniform(0, CFG.lateness_ms - 1)) for e in events]
-    from stream_app.timeutil import parse_timestamp
-
-    keyed.sort(key=lambda pair: parse_timestamp(pair[0]["timestamp"]) + pair[1])
-    return [e for e, _ in keyed]
 
 
 def _run_in_batches(events, batch_sizes, until):
@@ -137,12 +160,12 @@ def _run_in_batches(events, batch_sizes, until):
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), batches=st.lists(st.integers(1, 20), min_size=1, max_size=30))
-def test_out_of_order_within_the_allowance_and_any_batching_give_the_same_transitions(seed, batches):
+def test_users_interleaved_within_the_allowance_and_any_batching_give_the_same_transitions(seed, batches):
     events = _events_for(seed)
     until = T0 + 200 * DAY_MS
     in_order = _run_in_batches(events, [len(events)], until)
-    shuffled = _shuffle_within_allowance(events, random.Random(seed))
-    assert _run_in_batches(shuffled, batches, until) == in_order
+    interleaved = interleave_users_within(events, CFG.lateness_ms - 1, seed)
+    assert _run_in_batches(interleaved, batches, until) == in_order
     assert in_order, "the generated history produces transitions"
 
 
@@ -153,3 +176,51 @@ def test_a_partition_with_a_backlog_is_busy_not_idle():
     before = eng.clock
     assert eng.tick(T0 + 3600_000, caught_up=False).transitions == []
     assert eng.clock == before  # the unprocessed input decides the clock, not the wall clock
+
+
+# -- history is decided in its own time ---------------------------------------------------------------
+NOW = T0 + 400 * DAY_MS  # the wall clock of the backfill tests
+
+
+def test_a_backfill_follows_its_own_clock_and_drains_to_the_live_one():
+    store = InMemoryStore()
+    eng = engine(store)
+    eng.tick(NOW), eng.tick(NOW + 10 * SECOND_MS)  # an idle worker: its live clock follows the wall clock
+    assert eng.clock == NOW + 5 * SECOND_MS
+    old = T0 + 10 * DAY_MS
+    result = feed(eng, store, [track("old", "Product Added", old, product_id="p")], wall=NOW + 11 * SECOND_MS)
+    assert result.counts["backfill"] == 1 and result.counts["late"] == 0
+    assert eng.backfill_clock == old - CFG.lateness_ms
+    # not dropped as 400 days dormant, and its cart timer waits for the backfill clock
+    assert "old" in store and _changes(result) == [("old", "lifecycle", "new_lead", "event")]
+    assert result.transitions[0]["historical"] is True
+    # the next backfill event of another user moves the backfill clock past the cart's due time
+    later = feed(eng, store, [track("other", "Signed In", old + HOUR_MS)], wall=NOW + 12 * SECOND_MS)
+    assert ("old", "cart_abandoner", "cart_abandoner", "timer") in _changes(later)
+    assert all(t["historical"] for t in later.transitions)
+    # the backfill clock survives a restart with the partition's state
+    assert engine(store).backfill_clock == eng.backfill_clock
+    # drained after 60 s without a backfill event: its users follow the live clock (the engagement decay
+    # and the 60-day churn fire now; the cart has expired after 7 days)
+    assert eng.tick(NOW + 12 * SECOND_MS + CFG.backfill_drained_after_ms - 1).transitions == []
+    drained = eng.tick(NOW + 12 * SECOND_MS + CFG.backfill_drained_after_ms)
+    assert eng.backfill_clock is None
+    assert ("old", "cart_abandoner", None, "timer") in _changes(drained)
+    # live-clock timers of backfilled users are historical by their age
+    assert drained.transitions and all(t["historical"] for t in drained.transitions)
+
+
+def test_live_users_are_decided_at_once_while_a_backfill_runs():
+    store = InMemoryStore()
+    eng = engine(store)
+    wall = NOW
+    feed(eng, store, [track("old", "Product Added", T0, product_id="p")], wall=wall)  # a backfill starts
+    live = feed(eng, store, [track("live", "Product Added", wall - 1000, product_id="p")], wall=wall)
+    assert _changes(live) == [("live", "lifecycle", "new_lead", "event")] and not live.transitions[0]["historical"]
+    later = wall + 30 * MINUTE_MS + 10 * SECOND_MS
+    feed(eng, store, [track("old2", "Signed In", T0 + SECOND_MS)], wall=later)  # the backfill goes on
+    fired = eng.tick(later + CFG.lateness_ms + 1)  # idle: the live clock follows the wall clock
+    # the live user's cart timer fires on the live clock, the backfilled user's waits for the backfill clock
+    assert _changes(fired) == [("live", "cart_abandoner", "cart_abandoner", "timer")]
+    assert not fired.transitions[0]["historical"]
+    assert eng.backfill_clock == T0 + SECOND_MS - CFG.lateness_ms

@@ -133,7 +133,10 @@ def run_demo(seed: int = 7) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         broker, bootstrap = _start_local_broker(root)
-    settings = replace(Settings(), bootstrap_servers=bootstrap, data_dir=root / "worker", historical_after_ms=3 * DAY_MS)
+    # The demo's live traffic runs in compressed event time, up to 2 days behind the wall clock: with a
+    # 3-day historical and backfill age it is live traffic, and only the older history is a backfill.
+    settings = replace(Settings(), bootstrap_servers=bootstrap, data_dir=root / "worker", historical_after_ms=3 * DAY_MS,
+                       backfill_age_ms=3 * DAY_MS)
     worker_env = dict(os.environ)
     if broker is not None:  # the local broker is plaintext on loopback: any TLS / SASL settings are for another cluster
         from ..kafka_security import KafkaSecurity
@@ -149,7 +152,8 @@ def run_demo(seed: int = 7) -> int:
     ensure_topics(settings)
     stop = threading.Event()
     env = dict(worker_env, KAFKA_BOOTSTRAP_SERVERS=bootstrap, STREAM_APP_DATA_DIR=str(settings.data_dir),
-               STREAM_APP_HISTORICAL_AFTER_MS=str(settings.historical_after_ms))
+               STREAM_APP_HISTORICAL_AFTER_MS=str(settings.historical_after_ms),
+               STREAM_APP_BACKFILL_AGE_MS=str(settings.backfill_age_ms))
     log_path = root / "worker.log"
     backfilled = threading.Event()
     producer_thread = threading.Thread(target=_produce, args=(settings, stop, backfilled, seed), daemon=True)

@@ -4,6 +4,6 @@ No Kafka here. The worker, the replay command and the benchmark all drive these 
 """
 
 from .partition import BatchResult, PartitionEngine, RawRecord
-from .timeline import advance, apply_late_event
+from .timeline import advance, take_event
 
-__all__ = ["BatchResult", "PartitionEngine", "RawRecord", "advance", "apply_late_event"]
+__all__ = ["BatchResult", "PartitionEngine", "RawRecord", "advance", "take_event"]

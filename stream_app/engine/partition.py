@@ -1,19 +1,27 @@
-"""A partition's engine: its event-time clock, the users' due schedule, and batch processing.
+"""A partition's engine: its clocks, the users' due schedules, and batch processing.
 
-The clock (catalog): the highest event timestamp seen, never ahead of the wall clock, minus the
-lateness allowance; it never moves backwards and is stored with the partition's state. When the
-partition has been idle for longer than the allowance it follows the wall clock minus the allowance.
-A replay has no wall clock; `advance_to` moves its clock at the end.
+The rule is the catalog's "Order and the clock" and "History is decided in its own time":
 
-Events at or after the clock wait in their user's profile (`pending`) until the clock passes them, so
-events that arrive out of order within the allowance are applied in event-time order. Events older
-than the clock are applied at once; transitions already emitted are not taken back.
+- An event takes effect at once, in its user's order: the user's own timers due up to its timestamp
+  fire first (`timeline.take_event`). An event older than the user's decided-until time (`profile.t`)
+  is late: applied, decided at that time, and nothing already emitted is taken back.
+- The live clock decides the timers of users with nothing newer: the highest event timestamp seen,
+  never ahead of the wall clock, minus the lateness allowance; when the partition is caught up and idle
+  for longer than the allowance, the wall clock minus the allowance. It never moves backwards.
+- An event older than the backfill age when read (by the wall clock) belongs to a backfill. While a
+  backfill runs, users decided only up to a moment older than the backfill age follow the backfill
+  clock (the highest backfill timestamp read, minus the allowance); their timers wait in `parked`. A
+  backfill has drained after `backfill_drained_after` of wall time without a backfill event; then
+  its users follow the live clock. Transitions caused by a backfill
+  event or decided on the backfill clock are historical.
+
+Both clocks are stored with the partition's state. A replay has no wall clock and no backfill;
+`advance_to` moves its clock at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
-from bisect import insort
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Protocol
@@ -29,7 +37,7 @@ from ..state.encoding import decode_profile, encode_profile
 from ..state.profile import Profile
 from ..timers import DueSchedule
 from ..transitions import Change, memberships_record, to_record
-from .timeline import advance, apply_late_event, next_due, reevaluate, refresh
+from .timeline import advance, next_due, reevaluate, refresh, take_event
 
 CLOCK_KEY = "\x00partition-clock"
 
@@ -55,8 +63,9 @@ class BatchResult:
     dead_letters: list[tuple[RawRecord, InvalidEvent]] = field(default_factory=list)
     writes: dict[str, bytes | None] = field(default_factory=dict)  # None = delete
     transition_times: list[int] = field(default_factory=list)  # each transition's `at`, epoch ms (metrics)
-    counts: Counter = field(default_factory=Counter)  # "type:<t>", "duplicate", "late", "dropped_dormant"
+    counts: Counter = field(default_factory=Counter)  # "type:<t>", "duplicate", "late", "backfill", "dropped_dormant"
     clock: int = 0
+    backfill_clock: int | None = None
 
 
 def message_hash(message_id: str) -> int:
@@ -83,11 +92,6 @@ class _Batch:
             self.deleted.discard(user_id)
         return profile
 
-    def reset(self, user_id: str) -> Profile:
-        """A dormant profile is forgotten: the user starts again as never seen."""
-        profile = self.profiles[user_id] = Profile()
-        return profile
-
     def delete(self, user_id: str) -> None:
         self.profiles.pop(user_id, None)
         self.deleted.add(user_id)
@@ -108,10 +112,13 @@ class PartitionEngine:
         self.cfg = cfg
         self.use_wall_clock = use_wall_clock
         self.max_event_bytes = max_event_bytes
-        self.schedule = DueSchedule()
-        self.clock = 0
+        self.schedule = DueSchedule()  # users following the live clock: their next due time
+        self.parked = DueSchedule()  # users following the backfill clock, due after it
+        self.clock = 0  # the live clock
         self.max_event_ts = 0
         self.last_arrival_wall: int | None = None
+        self.backfill_max_ts: int | None = None  # newest backfill event read; None: no backfill running
+        self.last_backfill_wall: int | None = None
         # scored RFM users: user -> (last order, F, M, current rfm member), as of the user's time
         self.rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
         self.saved_definitions: str | None = None  # definitions version the stored memberships were decided under
@@ -120,6 +127,7 @@ class PartitionEngine:
             state = msgpack.unpackb(saved)
             self.clock, self.max_event_ts = state[1], state[2]
             self.saved_definitions = state[3] if len(state) > 3 else ""
+            self.backfill_max_ts = state[4] if len(state) > 4 else None
 
     # -- state ------------------------------------------------------------------------------------
     def rebuild_schedule(self) -> Counter:
@@ -153,12 +161,18 @@ class PartitionEngine:
         self.cfg = cfg = replace(self.cfg, rfm_population=population)
         result = BatchResult()
         batch = _Batch(self.store)
+        self._advance(batch, result, wall_ms)  # every user's timers due by their clock have fired
+        backfill_clock = self.backfill_clock
         for user_id, (last_order, f, m, member) in list(self.rfm_index.items()):
             if rfm.name_for((last_order, f, m), population, cfg) != member:
                 profile = batch.load(user_id)
-                batch.changes.extend(refresh(user_id, profile, self.clock, cfg, population.version))
-                self.schedule.set(user_id, next_due(profile, cfg))
-        self._advance(batch, result)
+                if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
+                    changes = refresh(user_id, profile, backfill_clock, cfg, population.version)
+                    changes = [replace(change, backfill=True) for change in changes]
+                else:
+                    changes = refresh(user_id, profile, self.clock, cfg, population.version)
+                batch.changes.extend(changes)
+                self._reschedule(user_id, profile, wall_ms)
         return self._finish(batch, result, wall_ms)
 
     def _adopt(self, cfg: CatalogConfig) -> CatalogConfig:
@@ -169,7 +183,25 @@ class PartitionEngine:
         return cfg
 
     def _clock_state(self) -> bytes:
-        return msgpack.packb([2, self.clock, self.max_event_ts, self.cfg.version])
+        return msgpack.packb([3, self.clock, self.max_event_ts, self.cfg.version, self.backfill_max_ts])
+
+    # -- the two clocks -------------------------------------------------------------------------------
+    @property
+    def backfill_clock(self) -> int | None:
+        """The clock of a running backfill's users, or None when no backfill runs."""
+        if self.backfill_max_ts is None:
+            return None
+        return self.backfill_max_ts - self.cfg.lateness_ms
+
+    def _follows_backfill(self, profile: Profile, wall_ms: int) -> bool:
+        return self.backfill_max_ts is not None and profile.t < wall_ms - self.cfg.backfill_age_ms
+
+    def _drain_backfill(self) -> None:
+        """The backfill has drained: its users follow the live clock from now on."""
+        self.backfill_max_ts = None
+        self.last_backfill_wall = None
+        for user_id, due in self.parked.take_all().items():
+            self.schedule.set(user_id, due)
 
     # -- processing -------------------------------------------------------------------------------
     def decode(self, records: Iterable[RawRecord], wall_ms: int) -> list[tuple[RawRecord, Event | InvalidEvent]]:
@@ -192,42 +224,43 @@ class PartitionEngine:
         result = BatchResult()
         batch = _Batch(self.store)
         cfg = self.cfg
+        counts = result.counts
+        backfill_before = wall_ms - cfg.backfill_age_ms if self.use_wall_clock else None
         any_valid = False
         for record, event in decoded:
             if isinstance(event, InvalidEvent):
                 result.dead_letters.append((record, event))
                 continue
             any_valid = True
-            profile = batch.load(event.user_id)
+            user_id = event.user_id
+            profile = batch.load(user_id)
             key = message_hash(event.message_id)
             if key in profile.seen:
-                result.counts["duplicate"] += 1
+                counts["duplicate"] += 1
                 continue
+            ts = event.ts
             # seen "now" for this user: an old late event must not fall out of the dedup window at once
-            profile.seen[key] = max(event.ts, profile.t)
-            result.counts[f"type:{event.type}"] += 1
-            if event.ts > self.max_event_ts:
-                self.max_event_ts = event.ts
-            if event.ts < self.clock:
-                # Older than the clock: first let this user's own timers catch up to the event's time
-                # (so a user whose late events arrive in order is treated as if they were on time),
-                # then apply it.
-                result.counts["late"] += 1
-                changes, dormant = advance(event.user_id, profile, event.ts, cfg)
-                batch.changes.extend(changes)
-                if dormant:
-                    profile = batch.reset(event.user_id)
-                    profile.seen[key] = event.ts
-                batch.changes.extend(apply_late_event(event.user_id, profile, event, cfg))
-            else:
-                insort(profile.pending, event.to_compact(), key=lambda row: (row[0], row[1]))
+            profile.seen[key] = ts if ts > profile.t else profile.t
+            counts[f"type:{event.type}"] += 1
+            if ts > self.max_event_ts:
+                self.max_event_ts = ts
+            if ts < profile.t:
+                counts["late"] += 1
+            changes = take_event(user_id, profile, event, cfg)
+            if backfill_before is not None and ts < backfill_before:
+                counts["backfill"] += 1
+                if self.backfill_max_ts is None or ts > self.backfill_max_ts:
+                    self.backfill_max_ts = ts
+                self.last_backfill_wall = wall_ms
+                changes = [replace(change, backfill=True) for change in changes]
+            batch.changes.extend(changes)
         if any_valid:
             self.last_arrival_wall = wall_ms
             horizon = min(self.max_event_ts, wall_ms) if self.use_wall_clock else self.max_event_ts
             self.clock = max(self.clock, horizon - cfg.lateness_ms)
         for user_id, profile in batch.profiles.items():
-            self.schedule.set(user_id, next_due(profile, cfg))
-        self._advance(batch, result)
+            self._reschedule(user_id, profile, wall_ms)
+        self._advance(batch, result, wall_ms)
         return self._finish(batch, result, wall_ms)
 
     def tick(self, wall_ms: int, caught_up: bool = True) -> BatchResult:
@@ -239,6 +272,11 @@ class PartitionEngine:
             self.last_arrival_wall = wall_ms
         if wall_ms - self.last_arrival_wall > self.cfg.lateness_ms:
             self.clock = max(self.clock, wall_ms - self.cfg.lateness_ms)
+        if self.backfill_max_ts is not None:
+            if self.last_backfill_wall is None:  # a backfill stored before a restart: the wait starts now
+                self.last_backfill_wall = wall_ms
+            elif wall_ms - self.last_backfill_wall >= self.cfg.backfill_drained_after_ms:
+                self._drain_backfill()
         return self.advance_to(self.clock, wall_ms)
 
     def advance_to(self, until: int, wall_ms: int) -> BatchResult:
@@ -246,10 +284,11 @@ class PartitionEngine:
         self.clock = max(self.clock, until)
         result = BatchResult()
         batch = _Batch(self.store)
-        self._advance(batch, result)
+        self._advance(batch, result, wall_ms)
         return self._finish(batch, result, wall_ms)
 
     def next_due(self) -> int | None:
+        """The earliest due time of a user following the live clock."""
         return self.schedule.next_due()
 
     def reevaluate_all(self, cfg: CatalogConfig, wall_ms: int, loaded_at: int | None = None) -> BatchResult:
@@ -264,21 +303,43 @@ class PartitionEngine:
         for user_id in users:
             profile = batch.load(user_id)
             batch.changes.extend(reevaluate(user_id, profile, cfg, loaded_at if loaded_at is not None else wall_ms))
+            self.parked.discard(user_id)
             self.schedule.set(user_id, next_due(profile, cfg))
-        self._advance(batch, result)
+        self._advance(batch, result, wall_ms)
         return self._finish(batch, result, wall_ms)
 
-    def _advance(self, batch: _Batch, result: BatchResult) -> None:
-        cfg = self.cfg
+    def _advance(self, batch: _Batch, result: BatchResult, wall_ms: int) -> None:
+        """Fire the timers each clock has passed: the backfill's users' first, then the live ones'.
+        A user due by the live clock who follows the backfill clock is parked until that clock."""
+        backfill_clock = self.backfill_clock
+        if backfill_clock is not None:
+            for user_id in self.parked.pop_due(backfill_clock):
+                self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
         for user_id in self.schedule.pop_due(self.clock):
             profile = batch.load(user_id)
-            changes, dormant = advance(user_id, profile, self.clock, cfg)
-            batch.changes.extend(changes)
-            if dormant:
-                batch.delete(user_id)
-                result.counts["dropped_dormant"] += 1
+            if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
+                self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
             else:
-                self.schedule.set(user_id, next_due(profile, cfg))
+                self._fire(batch, result, user_id, self.clock, wall_ms, backfill=False)
+
+    def _fire(self, batch: _Batch, result: BatchResult, user_id: str, until: int, wall_ms: int, backfill: bool) -> None:
+        profile = batch.load(user_id)
+        changes, dormant = advance(user_id, profile, until, self.cfg)
+        batch.changes.extend([replace(c, backfill=True) for c in changes] if backfill else changes)
+        if dormant:
+            batch.delete(user_id)
+            result.counts["dropped_dormant"] += 1
+        else:
+            self._reschedule(user_id, profile, wall_ms)
+
+    def _reschedule(self, user_id: str, profile: Profile, wall_ms: int) -> None:
+        due = next_due(profile, self.cfg)
+        if self.backfill_max_ts is not None and self._follows_backfill(profile, wall_ms):
+            self.schedule.discard(user_id)
+            self.parked.set(user_id, due)
+        else:
+            self.parked.discard(user_id)
+            self.schedule.set(user_id, due)
 
     def _finish(self, batch: _Batch, result: BatchResult, wall_ms: int) -> BatchResult:
         cfg = self.cfg
@@ -295,4 +356,5 @@ class PartitionEngine:
             result.memberships[user_id] = None
         result.writes[CLOCK_KEY] = self._clock_state()
         result.clock = self.clock
+        result.backfill_clock = self.backfill_clock
         return result

@@ -1,9 +1,14 @@
-"""One user's timeline: apply buffered events and fire timers in event-time order.
+"""One user's timeline: timers and events in the user's order.
 
-`advance(profile, until)` processes, in time order, every pending event and every time-driven change
-due at or before `until`. A timer due at the same moment as an event goes first. Because the order
-depends only on times (and messageId for ties), advancing in several steps gives the same result as
-advancing once: this is what makes the Kafka path and the replay path agree.
+`take_event` applies an event at once, after the user's own timers due up to its time have fired.
+`advance(profile, until)` fires every time-driven change due at or before `until` (a timer due at the
+same moment as an event goes first). Advancing in several steps gives the same result as advancing
+once, and a user's events arriving in timestamp order give the same result whenever the clock fires
+the timers in between: this is what makes the Kafka path and the replay path agree.
+
+`pending` is empty in every profile written now. Earlier releases held events there until the partition
+clock passed them; `advance` still applies such events in time order, so an older profile catches up
+at its first step.
 """
 
 from __future__ import annotations
@@ -73,8 +78,9 @@ def reevaluate(user_id: str, profile: Profile, cfg: CatalogConfig, loaded_at: in
 
 
 def refresh(user_id: str, profile: Profile, t: int, cfg: CatalogConfig, population_version: str) -> list[Change]:
-    """A new RFM population (cfg.rfm_population): decide the user again at ``t``, the partition clock.
-    Every timer due by ``t`` has fired, so moving the user's time to ``t`` changes nothing else."""
+    """A new RFM population (cfg.rfm_population): decide the user again at ``t``, the clock the user
+    follows (live or backfill). Every timer due by ``t`` has fired, so moving the user's time to ``t``
+    changes nothing else."""
     if profile.last_event == 0:
         return []
     if t > profile.t:
@@ -83,9 +89,15 @@ def refresh(user_id: str, profile: Profile, t: int, cfg: CatalogConfig, populati
     return _diff(user_id, profile, profile.t, cfg, "refresh", f"{population_version}@{profile.t}")
 
 
-def apply_late_event(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> list[Change]:
-    """An event older than the partition clock: applied at once, decided at max(its time, the user's time)."""
-    return _apply(user_id, profile, event, cfg)
+def take_event(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> list[Change]:
+    """An event takes effect at once: the user's own timers due up to its time fire first, then it is
+    applied and the user decided at max(its time, the user's decided-until time). A user silent for the
+    dormancy period is forgotten first (no transitions for the drop) and comes back as a new user."""
+    changes, dormant = advance(user_id, profile, event.ts, cfg)
+    if dormant:
+        forget(profile)
+    changes.extend(_apply(user_id, profile, event, cfg))
+    return changes
 
 
 def advance(user_id: str, profile: Profile, until: int, cfg: CatalogConfig) -> tuple[list[Change], bool]:

@@ -19,6 +19,9 @@ class CatalogConfig:
     dedup_window_ms: int = 7 * DAY_MS
     dormant_after_ms: int = 400 * DAY_MS
     historical_after_ms: int = 1 * HOUR_MS
+    # history is decided in its own time: an event older than this when read belongs to a backfill
+    backfill_age_ms: int = 1 * HOUR_MS
+    backfill_drained_after_ms: int = 60 * SECOND_MS  # wall time without a backfill event
 
     # lifecycle
     activation_event: str = "Order Completed"

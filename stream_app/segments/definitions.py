@@ -45,6 +45,8 @@ _SHAPE: dict[str, Any] = {
         "dedup_window": _Field("dedup_window_ms", "duration"),
         "dormant_after": _Field("dormant_after_ms", "duration"),
         "historical_after": _Field("historical_after_ms", "duration"),
+        "backfill_age": _Field("backfill_age_ms", "duration"),
+        "backfill_drained_after": _Field("backfill_drained_after_ms", "duration"),
     },
     "lifecycle": {
         "activation_event": _Field("activation_event", "text"),

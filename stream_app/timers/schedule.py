@@ -39,6 +39,14 @@ class DueSchedule:
                 users.append(user)
         return users
 
+    def discard(self, user_id: str) -> None:
+        self._due.pop(user_id, None)
+
+    def take_all(self) -> dict[str, int]:
+        """Every user with their due time; the schedule is left empty."""
+        taken, self._due, self._heap = self._due, {}, []
+        return taken
+
     def next_due(self) -> int | None:
         heap, due_of = self._heap, self._due
         while heap and due_of.get(heap[0][1]) != heap[0][0]:

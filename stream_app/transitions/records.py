@@ -23,6 +23,7 @@ class Change:
     cause_type: str  # event | timer | refresh | definitions
     cause_ref: str  # messageId for events, due time (ms) for timers
     traits: dict[str, Any]
+    backfill: bool = False  # caused by a backfill event, or decided on a backfill's clock: always historical
 
     @property
     def cause_key(self) -> str:
@@ -61,7 +62,7 @@ def to_record(change: Change, emitted_at_ms: int, historical_after_ms: int, mode
         "at": format_timestamp(change.at),
         "emitted_at": format_timestamp(emitted_at_ms),
         "cause": cause,
-        "historical": emitted_at_ms - change.at > historical_after_ms,
+        "historical": change.backfill or emitted_at_ms - change.at > historical_after_ms,
         "traits": change.traits,
         "model_version": model_version,
     }

@@ -26,8 +26,12 @@ def load_config(settings: Settings) -> CatalogConfig:
     config = load_definitions(settings.segments_file)
     if settings.lateness_ms is not None:
         config = replace(config, lateness_ms=settings.lateness_ms)
-    if settings.historical_after_ms is not None:
-        config = replace(config, historical_after_ms=settings.historical_after_ms)
+    overrides = {
+        "historical_after_ms": settings.historical_after_ms,
+        "backfill_age_ms": settings.backfill_age_ms,
+        "backfill_drained_after_ms": settings.backfill_drained_after_ms,
+    }
+    config = replace(config, **{name: value for name, value in overrides.items() if value is not None})
     if settings.model_file is not None:
         from ..predict.model_file import load_model
 

@@ -7,16 +7,20 @@ from prometheus_client import Counter, Gauge, Histogram
 EVENTS_CONSUMED = Counter("stream_app_events_consumed_total", "Valid input events consumed, by Segment type", ["type"])
 DEAD_LETTERS = Counter("stream_app_dead_letters_total", "Input messages sent to the dead-letter topic, by reason", ["reason"])
 DUPLICATES = Counter("stream_app_duplicate_events_total", "Events dropped because their messageId was seen within the dedup window")
-LATE_EVENTS = Counter("stream_app_late_events_total", "Events older than their partition clock (applied, transitions not taken back)")
+LATE_EVENTS = Counter("stream_app_late_events_total",
+                      "Events older than their user's decided-until time (applied, transitions not taken back)")
+BACKFILL_EVENTS = Counter("stream_app_backfill_events_total", "Events older than the backfill age when read (decided on the backfill clock)")
 TRANSITIONS = Counter("stream_app_transitions_total", "Segment transitions emitted", ["segment", "direction"])
 EMIT_LATENCY = Histogram(
     "stream_app_event_time_to_emit_seconds",
-    "Wall time at emission minus the transition's event time",
+    "Wall time at commit minus the transition's event time (transitions that are not historical)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
 )
 POPULATION = Gauge("stream_app_segment_population", "Users currently in each segment member", ["segment", "member"])
 RFM_POPULATION = Gauge("stream_app_rfm_scored_customers", "Customers in the merged RFM population (all partitions, all workers)")
-PARTITION_CLOCK = Gauge("stream_app_partition_clock_seconds", "Event-time clock of each partition (epoch seconds)", ["partition"])
+PARTITION_CLOCK = Gauge("stream_app_partition_clock_seconds", "Live event-time clock of each partition (epoch seconds)", ["partition"])
+BACKFILL_CLOCK = Gauge("stream_app_partition_backfill_clock_seconds",
+                       "Backfill clock of each partition (epoch seconds); 0 when no backfill runs", ["partition"])
 BATCH_SIZE = Histogram("stream_app_batch_size", "Input records per processed batch", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000))
 ROCKSDB_CACHE = Gauge("stream_app_rocksdb_cache_bytes", "RocksDB's shared block cache in use, memtables included (driver/store.py)")
 ROCKSDB_BUDGET = Gauge("stream_app_rocksdb_budget_bytes", "RocksDB's memory budget (STREAM_APP_ROCKSDB_MEMORY_MB)")

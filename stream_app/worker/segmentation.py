@@ -124,6 +124,7 @@ class SegmentationProcessor:
         self._uncommitted_batches = []
         for partition, engine in self.engines.items():
             metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
+            metrics.BACKFILL_CLOCK.labels(str(partition)).set((engine.backfill_clock or 0) / 1000)
 
     # -- configuration and population -----------------------------------------------------------------
     def set_config(self, cfg: CatalogConfig) -> None:
@@ -211,8 +212,10 @@ class SegmentationProcessor:
             metrics.DUPLICATES.inc(counts["duplicate"])
         if counts.get("late"):
             metrics.LATE_EVENTS.inc(counts["late"])
-            log.info("partition %d: %d events older than the partition clock (%s) were applied late",
-                     partition, counts["late"], format_timestamp(result.clock))
+            log.info("partition %d: %d events older than their user's decided-until time were applied late "
+                     "(produce each user's events in timestamp order)", partition, counts["late"])
+        if counts.get("backfill"):
+            metrics.BACKFILL_EVENTS.inc(counts["backfill"])
         if counts.get("dropped_dormant"):
             metrics.DROPPED_DORMANT.inc(counts["dropped_dormant"])
         for _record, invalid in result.dead_letters:
@@ -225,6 +228,8 @@ class SegmentationProcessor:
                 population[(record["segment"], record["from"])] -= 1
             if record["to"] is not None:
                 population[(record["segment"], record["to"])] += 1
+            if record["historical"]:
+                continue  # the latency histograms measure live decisions, not history
             metrics.EMIT_LATENCY.observe(max(0.0, (committed_wall - at) / 1000))
             if record["cause"]["type"] == "timer":
                 # the clock passed the due time when the wall clock reached due + allowance (an idle
