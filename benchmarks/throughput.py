@@ -241,7 +241,10 @@ class Bench:
             env.update(KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, STREAM_APP_ID=app_id, STREAM_APP_INPUT_TOPIC=self.input_topic,
                        STREAM_APP_TRANSITIONS_TOPIC=transitions, STREAM_APP_MEMBERSHIPS_TOPIC=f"{app_id}.memberships",
                        STREAM_APP_DLQ_TOPIC=f"{app_id}.dlq", STREAM_APP_DATA_DIR=str(data), STREAM_APP_WEB_PORT=str(free_port()),
-                       STREAM_APP_PARTITIONS=str(PARTITIONS), STREAM_APP_LOG_LEVEL="warning")
+                       STREAM_APP_PARTITIONS=str(PARTITIONS), STREAM_APP_LOG_LEVEL="warning",
+                       # the peers have no backfill rule: like them, treat the 70-day-old input as live
+                       # (decided on the live clock), so every system decides every timer the same way
+                       STREAM_APP_BACKFILL_AGE_MS=str(200 * DAY_MS))
             if key == "b0":
                 env["STREAM_APP_LATENESS_MS"] = "0"
             return [sys.executable, "-m", "stream_app", "worker"], env, app_id, transitions, data

@@ -1,0 +1,103 @@
+"""Reading a worker's output by content and comparing it with `stream-app replay` (the backfill tests).
+
+T is the lowest live partition clock the worker committed, read from the changelog once the worker has
+stopped (never by sleeping). Transitions with `at <= T` are compared by id and every field except
+`emitted_at`; memberships are compared as of T for every user whose last transition is at or before T.
+RFM is left out: its scores depend on the population at each refresh, which the worker takes every
+`rfm.refresh_interval` of wall time and a replay at every midnight of event time
+(tests/test_kafka_rfm_population.py compares it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import msgpack
+
+from stream_app.engine.partition import CLOCK_KEY
+from stream_app.replay import replay_records
+from stream_app.replay.run import final_memberships
+from stream_app.segments.definitions import load_definitions
+from stream_app.timeutil import parse_timestamp
+
+from .helpers import Names, population_independent, without_rfm
+
+
+def read_partitioned(bootstrap: str, topic: str) -> list[tuple[int, bytes | None, bytes | None]]:
+    """Every committed record of every partition, read up to the partitions' ends (read_committed)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader-unused", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        open_partitions, rows = set(partitions), []
+        while open_partitions:
+            message = consumer.poll(10)
+            assert message is not None, f"{topic}: no end of partition within 10 s"
+            if message.error() is not None:
+                assert message.error().code() == KafkaError._PARTITION_EOF, message.error()
+                open_partitions.discard(message.partition())
+                continue
+            rows.append((message.partition(), message.key(), message.value()))
+        return rows
+    finally:
+        consumer.close()
+
+
+def committed_clocks(names: Names) -> dict[int, tuple[int, int | None]]:
+    """Each partition's last committed (live clock, newest backfill event or None) from the changelog."""
+    clocks: dict[int, tuple[int, int | None]] = {}
+    for partition, key, value in read_partitioned(names.bootstrap, names.settings().changelog_topic):
+        if key == CLOCK_KEY.encode() and value is not None:
+            state = msgpack.unpackb(value)
+            clocks[partition] = (state[1], state[4] if len(state) > 4 else None)
+    return clocks
+
+
+def _comparable(row: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in row.items() if k != "emitted_at"}, sort_keys=True)
+
+
+def compare_with_replay(names: Names, events: list[dict[str, Any]], encode: Any) -> dict[str, Any]:
+    """Assert that the stopped worker's output equals the replay's as of T; return what was compared."""
+    clocks = committed_clocks(names)
+    assert len(clocks) == names.partitions, clocks
+    assert all(backfill is None for _, backfill in clocks.values()), f"a backfill has not drained: {clocks}"
+    until = min(clock for clock, _ in clocks.values())
+    cfg = load_definitions(None)  # the worker's: the shipped definitions (their version names the file's hash)
+    expected, dead, store = replay_records([encode(e) for e in events], cfg, until_ms=until)
+    assert not dead
+
+    got = [json.loads(v) for _, _, v in read_partitioned(names.bootstrap, names.transitions) if v is not None]
+    repeated = [tid for tid, n in Counter(r["transition_id"] for r in got).items() if n > 1]
+    assert not repeated, f"{len(repeated)} transition ids emitted more than once"
+
+    def decided_by_t(rows: list[dict[str, Any]]) -> list[str]:
+        return sorted(_comparable(r) for r in population_independent(rows)
+                      if parse_timestamp(r["at"]) <= until and r["cause"]["type"] != "refresh")
+
+    got_rows, expected_rows = decided_by_t(got), decided_by_t(expected)
+    missing = set(expected_rows) - set(got_rows)
+    extra = set(got_rows) - set(expected_rows)
+    assert got_rows == expected_rows, (
+        f"{len(missing)} transitions missing, {len(extra)} extra; e.g. missing {sorted(missing)[:2]}, extra {sorted(extra)[:2]}")
+
+    after_t = {r["user_id"] for r in got if parse_timestamp(r["at"]) > until}
+    latest: dict[str, dict[str, str] | None] = {}
+    for _, key, value in read_partitioned(names.bootstrap, names.memberships):
+        latest[key.decode()] = None if value is None else without_rfm(json.loads(value)["segments"])
+    replayed = {row["user_id"]: without_rfm(row["segments"]) for row in final_memberships(store, cfg)}
+    users = (set(latest) | set(replayed)) - after_t
+    assert {u: latest.get(u) for u in users} == {u: replayed.get(u) for u in users}
+    return {"until": until, "transitions": got, "compared": len(got_rows), "memberships": len(users)}
+
+
+def entered_from_null_twice(transitions: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(user, family) pairs that entered a family from null more than once."""
+    entries = Counter((r["user_id"], r["segment"]) for r in transitions
+                      if r["from"] is None and r["segment"] in ("lifecycle", "engagement", "rfm"))
+    return [pair for pair, n in entries.items() if n > 1]
