@@ -91,6 +91,7 @@ def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS
 def producer(bootstrap: str, **extra: Any) -> Producer:
     # murmur2_random = the Java client's partitioner, as Faust, aiokafka and kafka-python use
     return Producer({"bootstrap.servers": bootstrap, "log_level": 0, "partitioner": "murmur2_random", "linger.ms": 5,
+                     "enable.idempotence": True,  # the input's order survives retries
                      "queue.buffering.max.messages": 1_000_000, **extra})
 
 

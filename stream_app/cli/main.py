@@ -231,6 +231,9 @@ def _produce(args: argparse.Namespace) -> int:
         "bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.app_id}-produce",
         **settings.kafka_security.librdkafka_config(),
         "acks": "all", "linger.ms": 20,
+        # each user's events must reach the worker in the order given (the catalog's rule): idempotence
+        # keeps a partition's order when librdkafka retries a batch (e.g. while a new topic's leader is elected)
+        "enable.idempotence": True,
         # murmur2 of the key, as the Java client (and kafka-python, Faust) place keyed records: a user's
         # events land on the same partition whichever client sent them; records without a key: random
         "partitioner": "murmur2_random",

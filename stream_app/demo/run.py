@@ -61,8 +61,10 @@ def _produce(settings: Settings, stop: threading.Event, backfilled: threading.Ev
     from confluent_kafka import Producer
 
     # keyed by user; murmur2 places the keys as the Java client does (records without a key: random)
+    # idempotent: a retried batch (the topics are new) must not land after later ones, since each user's
+    # events have to arrive in timestamp order
     producer = Producer({**_client_config(settings, "producer"), "acks": "all", "linger.ms": 5,
-                         "partitioner": "murmur2_random"})
+                         "enable.idempotence": True, "partitioner": "murmur2_random"})
     live_start = int(time.time() * 1000) - 2 * DAY_MS
     history = backfill_events(seed, users=300, live_start_ms=live_start)
     for event in history:
