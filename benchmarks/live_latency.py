@@ -28,6 +28,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--allowance-ms", type=int, default=5000)
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of traffic sent first and not measured")
+    parser.add_argument("--verbose", action="store_true", help="also print the commit-duration histogram")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a setting for the worker")
     parser.add_argument("--reader-fetch-wait-ms", type=int, default=5, help="the transitions reader's fetch.wait.max.ms")
     args = parser.parse_args()
@@ -48,7 +50,7 @@ def main() -> int:
             for message in reader.consume(1000, 0.05):
                 if message.error() is None:
                     record = json.loads(message.value())
-                    if record["segment"] == "lifecycle" and record["cause"]["type"] == "event":
+                    if record["segment"] == "lifecycle" and record["cause"]["type"] == "event" and not record["user_id"].startswith("warm-"):
                         visible = time.time() * 1000
                         latencies.append(visible - parse_timestamp(record["at"]))
                         decided.append(parse_timestamp(record["emitted_at"]) - parse_timestamp(record["at"]))
@@ -59,9 +61,11 @@ def main() -> int:
         follower = threading.Thread(target=follow)
         follower.start()
         producer = Producer({"bootstrap.servers": bench.bootstrap, "linger.ms": 5, "partitioner": "murmur2_random"})
-        started, sent = time.time(), 0
-        while time.time() - started < args.seconds:
-            user = f"new-{sent}"
+        started, sent, warm = time.time(), 0, 0
+        while time.time() - started < args.warmup + args.seconds:
+            warming = time.time() - started < args.warmup  # clients and the worker settle; not measured
+            warm += warming
+            user = f"warm-{sent}" if warming else f"new-{sent}"
             event = {"type": "track", "event": "Signed In", "userId": user, "messageId": user,
                      "timestamp": format_timestamp(int(time.time() * 1000)), "properties": {}}
             producer.produce(settings.input_topic, json.dumps(event).encode(), user.encode())
@@ -71,10 +75,11 @@ def main() -> int:
             if ahead > 0.002:
                 time.sleep(ahead)
         producer.flush()
-        worker.wait_until(lambda: len(latencies) >= sent, 120 + args.allowance_ms / 1000, f"{sent} transitions")
+        worker.wait_until(lambda: len(latencies) >= sent - warm, 120 + args.allowance_ms / 1000, f"{sent} transitions")
         stop.set()
         follower.join()
         commits = worker.metric("stream_app_commit_duration_seconds_count")
+        commit_buckets = [line for line in worker.metrics().splitlines() if line.startswith("stream_app_commit_duration_seconds_bucket")]
         commit_ms = 1000 * worker.metric("stream_app_commit_duration_seconds_sum") / max(1.0, commits)
     finally:
         stop.set()
@@ -82,6 +87,8 @@ def main() -> int:
         bench.close()
     latencies.sort()
     decided.sort()
+    if args.verbose:
+        print("\n".join(commit_buckets))
 
     def at(q: float, values: list[float] = latencies) -> float:
         return values[min(len(values) - 1, int(q * len(values)))]
