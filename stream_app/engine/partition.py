@@ -33,6 +33,7 @@ from ..events.decode import DEFAULT_MAX_EVENT_BYTES
 from ..segments import rfm
 from ..segments.config import CatalogConfig
 from ..segments.rfm_population import PartitionSummary
+from ..state import bounds
 from ..state.encoding import decode_profile, encode_profile
 from ..state.profile import Profile
 from ..timers import DueSchedule
@@ -63,7 +64,7 @@ class BatchResult:
     dead_letters: list[tuple[RawRecord, InvalidEvent]] = field(default_factory=list)
     writes: dict[str, bytes | None] = field(default_factory=dict)  # None = delete
     transition_times: list[int] = field(default_factory=list)  # each transition's `at`, epoch ms (metrics)
-    counts: Counter = field(default_factory=Counter)  # "type:<t>", "duplicate", "late", "backfill", "dropped_dormant"
+    counts: Counter = field(default_factory=Counter)  # "type:<t>", "duplicate", "late", "backfill", "dropped_dormant", "evicted:<structure>"
     clock: int = 0
     backfill_clock: int | None = None
 
@@ -354,6 +355,8 @@ class PartitionEngine:
             self.rfm_index.pop(user_id, None)
             result.writes[user_id] = None
             result.memberships[user_id] = None
+        for structure, count in bounds.take_evictions().items():
+            result.counts[f"evicted:{structure}"] += count
         result.writes[CLOCK_KEY] = self._clock_state()
         result.clock = self.clock
         result.backfill_clock = self.backfill_clock

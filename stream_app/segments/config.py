@@ -71,6 +71,9 @@ class CatalogConfig:
     # product usage
     power_user_window_ms: int = 7 * DAY_MS
     power_user_min_uses: int = 10
+    # metric labels never come from input: these features (and the key and activation features) are named,
+    # every other power_user:<feature> is labelled power_user:other
+    power_user_metric_features: tuple[str, ...] = ()
     usage_limit_ratio: float = 0.8
 
     # SaaS lifecycle (both off until configured)

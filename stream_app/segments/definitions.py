@@ -35,7 +35,7 @@ class DefinitionError(ValueError):
 @dataclass(frozen=True)
 class _Field:
     attr: str  # CatalogConfig attribute
-    kind: str  # duration | int | number | text | optional_text | bool | share | weights
+    kind: str  # duration | int | number | text | optional_text | bool | share | weights | text_list
 
 
 _SHAPE: dict[str, Any] = {
@@ -84,6 +84,7 @@ _SHAPE: dict[str, Any] = {
     "power_user": {
         "window": _Field("power_user_window_ms", "window"),
         "min_uses": _Field("power_user_min_uses", "int"),
+        "metric_features": _Field("power_user_metric_features", "text_list"),
     },
     "nearing_usage_limit": {"ratio": _Field("usage_limit_ratio", "share")},
     "trial_not_activated": {
@@ -203,6 +204,10 @@ def _convert(path: str, where: str, field: _Field, node: yaml.Node) -> Any:
                 raise DefinitionError(path, value_node, f"{where}.{key_node.value}: expected a number, got {value_node.value!r}")
             weights[str(key_node.value)] = float(value)
         return weights
+    if field.kind == "text_list":
+        if not isinstance(node, yaml.SequenceNode) or not all(isinstance(item, yaml.ScalarNode) and item.value for item in node.value):
+            raise fail("a list of names, e.g. [export, dashboards]")
+        return tuple(str(item.value) for item in node.value)
     if not isinstance(node, yaml.ScalarNode):
         raise fail("a single value")
     value = _scalar(node)

@@ -6,6 +6,7 @@ the user's most recent `Order Completed`. Weights: page `Pricing` (or path conta
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
 from ..state.profile import Profile
@@ -25,9 +26,9 @@ def membership(profile: Profile, t: int, cfg: CatalogConfig) -> str | None:
 
 
 def next_change(profile: Profile, cfg: CatalogConfig) -> int | None:
-    after = profile.t
-    future = [ts + cfg.intent_window_ms for ts, _ in profile.intent if ts + cfg.intent_window_ms > after]
-    return min(future) if future else None
+    """The next moment an intent event leaves the window (`intent` is sorted by time)."""
+    first = bisect_right(profile.intent, profile.t - cfg.intent_window_ms, key=lambda entry: entry[0])
+    return profile.intent[first][0] + cfg.intent_window_ms if first < len(profile.intent) else None
 
 
 def traits(profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, Any]:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
 from ..state.profile import Profile
@@ -17,8 +18,8 @@ NEARING_LIMIT = "nearing_usage_limit"
 
 
 def _uses(times: list[int], t: int, window_ms: int) -> int:
-    horizon = t - window_ms
-    return sum(1 for u in times if horizon < u <= t)
+    """Uses in (t - window, t]; `times` is sorted, so two binary searches."""
+    return bisect_right(times, t) - bisect_right(times, t - window_ms)
 
 
 def power_memberships(profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, str]:
@@ -31,9 +32,16 @@ def power_memberships(profile: Profile, t: int, cfg: CatalogConfig) -> dict[str,
 
 
 def power_next_change(profile: Profile, cfg: CatalogConfig) -> int | None:
-    future = [u + cfg.power_user_window_ms for times in profile.features.values() for u in times
-              if u + cfg.power_user_window_ms > profile.t]
-    return min(future) if future else None
+    """Time alone only takes a user out: when the min_uses-th newest use of a power feature leaves the
+    window (entering needs an event). One comparison per feature."""
+    window, need, after = cfg.power_user_window_ms, cfg.power_user_min_uses, profile.t
+    due = None
+    for times in profile.features.values():
+        if len(times) >= need:
+            leaves = times[-need] + window
+            if leaves > after and (due is None or leaves < due):
+                due = leaves
+    return due
 
 
 def _ratio(report: list[Any]) -> float:
@@ -54,3 +62,15 @@ def traits(profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, Any]:
         "feature_uses_7d": {f: _uses(times, t, cfg.power_user_window_ms) for f, times in sorted(profile.features.items())},
         "usage_ratios": {m: round(_ratio(r), 4) for m, r in sorted(profile.usage.items())},
     }
+
+
+def metric_label(value: str | None, cfg: CatalogConfig) -> str | None:
+    """A segment or member id as a metric label: `power_user:<feature>` names only configured features
+    (metric_features, the key feature, the activation feature); any other is `power_user:other`, so
+    input values never become label values (unbounded series, or an email on /metrics)."""
+    if value is None or not value.startswith(POWER_USER + ":"):
+        return value
+    feature = value[len(POWER_USER) + 1:]
+    if feature in cfg.power_user_metric_features or feature == cfg.key_feature or feature == cfg.activation_feature:
+        return value
+    return POWER_USER + ":other"

@@ -6,16 +6,20 @@ vocabulary; which windows read them lives in ``stream_app.segments``.
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_right, insort
+from typing import Any
 
 from ..events import Event
 from ..segments import custom
 from ..segments.config import CatalogConfig
 from ..timeutil import utc_day
+from . import bounds
 from .profile import Profile
 
 CART_PLACEHOLDER = "\x00checkout"
-MAX_FEATURES_KEPT = 200
+CART_OVERFLOW = "\x00more"
+MAX_FEATURES_KEPT = bounds.FEATURES_EVER
+FEATURE_USES_KEPT = 64  # per feature: counts exact up to this (power_user needs only the newest min_uses)
 
 
 def intent_weight(event: Event, cfg: CatalogConfig) -> float:
@@ -79,6 +83,7 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
     weight = intent_weight(event, cfg)
     if weight:
         insort(profile.intent, [ts, weight])
+        _cap_oldest(profile.intent, bounds.INTENT_ENTRIES, "intent")
     _add_engagement(profile, event, cfg)
     if cfg.custom is not None:
         custom.apply_event(profile, event, cfg.custom)
@@ -90,6 +95,7 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
     if name == "Order Completed":
         discounted = 1 if (props.get("coupon") or (props.get("discount") or 0) > 0) else 0
         insort(profile.orders, [ts, _amount(props), discounted])
+        _cap_oldest(profile.orders, bounds.ORDERS, "orders")
         _add_purchase(profile, utc_day(ts), _amount(props))
         profile.last_order = ts if profile.last_order is None else max(profile.last_order, ts)
         if profile.cart_last is None or ts >= profile.cart_last:  # a late, older order leaves a newer cart alone
@@ -97,17 +103,22 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
             profile.cart_opened = None
     elif name == "Order Refunded":
         insort(profile.refunds, [ts, _amount(props)])
+        _cap_oldest(profile.refunds, bounds.REFUNDS, "refunds")
     elif name in ("Product Added", "Checkout Started", "Product Removed"):
         if profile.last_order is None or ts >= profile.last_order:  # a late add from before the last order is not in the cart
             _apply_cart_event(profile, event)
     elif name == "Promotion Clicked":
         insort(profile.promo_clicks, ts)
+        _cap_oldest(profile.promo_clicks, bounds.PROMO_CLICKS, "promo_clicks")
     elif name == "Feature Used":
         feature = props.get("feature")
         if feature is not None:
-            insort(profile.features.setdefault(str(feature), []), ts)
-            if str(feature) not in profile.features_ever and (len(profile.features_ever) < MAX_FEATURES_KEPT or str(feature) == cfg.key_feature):
-                profile.features_ever.append(str(feature))
+            _add_feature_use(profile, str(feature), ts, cfg)
+            if str(feature) not in profile.features_ever:
+                if len(profile.features_ever) < MAX_FEATURES_KEPT or str(feature) == cfg.key_feature:
+                    profile.features_ever.append(str(feature))
+                else:
+                    bounds.evicted("features_ever")
     elif name == "Trial Started":
         profile.trial_started = ts if profile.trial_started is None else max(profile.trial_started, ts)
     elif name == "Trial Ended":
@@ -124,13 +135,38 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
         if metric is not None and value is not None and limit is not None:
             latest = profile.usage.get(str(metric))
             if latest is None or latest[0] <= ts:
+                profile.usage.pop(str(metric), None)  # re-inserted last: the dict is in report order
                 profile.usage[str(metric)] = [ts, value, limit]
+                if len(profile.usage) > bounds.USAGE_METRICS:
+                    del profile.usage[min(profile.usage, key=lambda m: profile.usage[m][0])]
+                    bounds.evicted("usage")
     elif name == "Invite Sent":
         profile.invite_last = ts if profile.invite_last is None else max(profile.invite_last, ts)
     elif name == "NPS Submitted":
         score = props.get("score")
         if score is not None and score >= cfg.loyal_nps_min_score:
             profile.nps_high_last = ts if profile.nps_high_last is None else max(profile.nps_high_last, ts)
+
+
+def _cap_oldest(entries: list[Any], limit: int, structure: str) -> None:
+    """A time-sorted list keeps its newest ``limit`` entries."""
+    if len(entries) > limit:
+        del entries[: len(entries) - limit]
+        bounds.evicted(structure)
+
+
+def _add_feature_use(profile: Profile, feature: str, ts: int, cfg: CatalogConfig) -> None:
+    uses = profile.features.pop(feature, None)  # re-inserted last: the dict is in order of last use
+    if uses is None:
+        uses = []
+        if len(profile.features) >= bounds.FEATURES:  # the least recently used feature goes
+            del profile.features[next(iter(profile.features))]
+            bounds.evicted("features")
+    insort(uses, ts)
+    keep = max(FEATURE_USES_KEPT, cfg.power_user_min_uses)
+    if len(uses) > keep:
+        del uses[: len(uses) - keep]  # only the newest uses can decide "at least N in the window"
+    profile.features[feature] = uses
 
 
 def engagement_weight(event: Event, cfg: CatalogConfig) -> float:
@@ -190,6 +226,9 @@ def _apply_cart_event(profile: Profile, event: Event) -> None:
         if qty == 0:
             return
         item = _cart_item(event)
+        if item not in cart and len(cart) >= bounds.CART_ITEMS:
+            item = CART_OVERFLOW  # a removal cannot name it: the cart stays open until an order or expiry
+            bounds.evicted("cart_items")
         cart[item] = cart.get(item, 0) + qty
     elif event.name == "Checkout Started":
         if was_empty:
@@ -218,28 +257,44 @@ def expire(profile: Profile, t: int, cfg: CatalogConfig) -> None:
         profile.days = {d: ts for d, ts in profile.days.items() if ts > day_horizon}
         profile.days_first = {d: ts for d, ts in profile.days_first.items() if d in profile.days}
     order_horizon = t - cfg.order_window_ms
-    if profile.orders and profile.orders[0][0] <= order_horizon:
-        profile.orders = [o for o in profile.orders if o[0] > order_horizon]
-    if profile.refunds and profile.refunds[0][0] <= order_horizon:
-        profile.refunds = [r for r in profile.refunds if r[0] > order_horizon]
+    _drop_through(profile.orders, order_horizon)
+    _drop_through(profile.refunds, order_horizon)
     intent_horizon = t - cfg.intent_window_ms
-    if profile.intent:
-        last_order = profile.last_order if profile.last_order is not None else -1
-        if any(ts <= intent_horizon or ts <= last_order for ts, _ in profile.intent):
-            profile.intent = [[ts, w] for ts, w in profile.intent if ts > intent_horizon and ts > last_order]
+    if profile.last_order is not None and profile.last_order > intent_horizon:
+        intent_horizon = profile.last_order  # events at or before the latest order do not count
+    _drop_through(profile.intent, intent_horizon)
     promo_horizon = t - cfg.promo_window_ms
     if profile.promo_clicks and profile.promo_clicks[0] <= promo_horizon:
-        profile.promo_clicks = [c for c in profile.promo_clicks if c > promo_horizon]
+        del profile.promo_clicks[: bisect_right(profile.promo_clicks, promo_horizon)]
     feature_horizon = t - cfg.power_user_window_ms
-    for feature, uses in list(profile.features.items()):
-        if uses and uses[0] <= feature_horizon:
-            kept = [u for u in uses if u > feature_horizon]
-            if kept:
-                profile.features[feature] = kept
-            else:
-                del profile.features[feature]
+    # the dict is in order of last use: features unused for the whole window are at its front
+    while profile.features:
+        feature = next(iter(profile.features))
+        if profile.features[feature][-1] > feature_horizon:
+            break
+        del profile.features[feature]
     if cfg.custom is not None or profile.extra:
         custom.expire(profile, t, cfg.custom)
-    seen_horizon = t - cfg.dedup_window_ms
-    if profile.seen and min(profile.seen.values()) <= seen_horizon:
-        profile.seen = {h: ts for h, ts in profile.seen.items() if ts > seen_horizon}
+    _expire_seen(profile, t - cfg.dedup_window_ms)
+
+
+def _drop_through(entries: list[list[Any]], horizon: int) -> None:
+    """Drop the entries of a list sorted by time (first element) at or before ``horizon``."""
+    if entries and entries[0][0] <= horizon:
+        del entries[: bisect_right(entries, horizon, key=lambda entry: entry[0])]
+
+
+def _expire_seen(profile: Profile, horizon: int) -> None:
+    """`seen` is in insertion order, and an id is remembered from max(its time, the user's time), which
+    never decreases: so the oldest ids are at the front, and expiry stops at the first one still in the
+    window. Past the bound the oldest ids go (deduplication stays exact for the newest ids)."""
+    seen = profile.seen
+    stale = []
+    for key, remembered in seen.items():
+        if remembered > horizon and len(seen) - len(stale) <= bounds.SEEN_IDS:
+            break
+        if remembered > horizon:
+            bounds.evicted("seen")
+        stale.append(key)
+    for key in stale:
+        del seen[key]

@@ -14,6 +14,7 @@ from bisect import bisect_left
 from typing import Any
 
 from ..timeutil import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
+from . import bounds
 
 Bucket = list[Any]  # [start ms, count, sum]
 
@@ -34,6 +35,9 @@ def add(buckets: list[Bucket], ts: int, value: float, resolution: int) -> None:
         buckets[index][2] += value
     else:
         buckets.insert(index, [start, 1, value])
+        if len(buckets) > bounds.CUSTOM_BUCKETS:  # the oldest bucket goes (docs/segments.md, bounded state)
+            del buckets[0]
+            bounds.evicted("custom_buckets")
 
 
 def in_window(buckets: list[Bucket], t: int, window_ms: int) -> list[Bucket]:

@@ -27,8 +27,12 @@ ROCKSDB_BUDGET = Gauge("stream_app_rocksdb_budget_bytes", "RocksDB's memory budg
 DROPPED_DORMANT = Counter("stream_app_dormant_profiles_dropped_total", "Profiles dropped after 400 days without events")
 
 
-def observe_transition(record: dict) -> None:
-    before, after, segment = record["from"], record["to"], record["segment"]
+STATE_EVICTIONS = Counter("stream_app_state_evictions_total",
+                          "Entries dropped because a per-user structure reached its bound (docs/segments.md)", ["structure"])
+
+
+def observe_transition(segment: str, before: str | None, after: str | None) -> None:
+    """A transition, with segment and members already mapped to metric labels (`usage.metric_label`)."""
     direction = "enter" if before is None else "exit" if after is None else "move"
     TRANSITIONS.labels(segment, direction).inc()
     if before is not None:

@@ -24,6 +24,7 @@ from ..driver.loop import Outputs
 from ..driver.store import PartitionStore
 from ..engine import BatchResult, PartitionEngine, RawRecord
 from ..segments.config import CatalogConfig
+from ..segments.usage import metric_label
 from ..segments.rfm_population import reference_for
 from ..settings import Settings
 from ..timeutil import format_timestamp
@@ -159,7 +160,10 @@ class SegmentationProcessor:
         if engine is None:
             engine = PartitionEngine(partition, self.stores[partition], self.cfg, max_event_bytes=self.settings.max_event_bytes)
             started = time.monotonic()
-            self.population[partition] = engine.rebuild_schedule()
+            population: Counter = Counter()
+            for (segment, member), count in engine.rebuild_schedule().items():
+                population[(metric_label(segment, self.cfg), metric_label(member, self.cfg))] += count
+            self.population[partition] = population
             self._publish_population()
             log.info("partition %d: schedule rebuilt for %d profiles in %.2f s", partition, len(engine.schedule), time.monotonic() - started)
             if engine.saved_definitions is not None and engine.saved_definitions != self.cfg.version:
@@ -222,12 +226,16 @@ class SegmentationProcessor:
             metrics.DEAD_LETTERS.labels(invalid.reason.value).inc()
         population = self.population.setdefault(partition, Counter())
         allowance = self.cfg.lateness_ms
+        for key, value in counts.items():
+            if key.startswith("evicted:"):
+                metrics.STATE_EVICTIONS.labels(key[8:]).inc(value)
         for record, at in zip(result.transitions, result.transition_times):
-            metrics.observe_transition(record)
-            if record["from"] is not None:
-                population[(record["segment"], record["from"])] -= 1
-            if record["to"] is not None:
-                population[(record["segment"], record["to"])] += 1
+            segment, before, after = (metric_label(record[k], self.cfg) for k in ("segment", "from", "to"))
+            metrics.observe_transition(segment, before, after)  # type: ignore[arg-type]
+            if before is not None:
+                population[(segment, before)] -= 1
+            if after is not None:
+                population[(segment, after)] += 1
             if record["historical"]:
                 continue  # the latency histograms measure live decisions, not history
             metrics.EMIT_LATENCY.observe(max(0.0, (committed_wall - at) / 1000))
