@@ -1,6 +1,7 @@
 """Fetch, format, start and stop a local Apache Kafka broker (combined broker + controller, KRaft).
 
-Maven resolves ``org.apache.kafka:kafka_2.13`` and its runtime dependencies from ``deploy/kafka/pom.xml``
+Maven resolves ``org.apache.kafka:kafka_2.13`` and its runtime dependencies from the package's ``broker/pom.xml``
+(``deploy/kafka/pom.xml`` in a checkout)
 into a cache folder (``$STREAM_APP_CACHE``, default ``~/.cache/stream-app``), one folder per version.
 The version is ``$STREAM_APP_KAFKA_VERSION`` if set, else the pom's ``<kafka.version>``; 3.x and 4.x
 brokers are both supported (4.x logs through log4j2 instead of reload4j: the pom's ``kafka4`` profile).
@@ -21,8 +22,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+from ..resources import package_file
+
+POM = package_file("broker", "pom.xml")  # deploy/kafka/pom.xml in a checkout links to it
 
 
 class BrokerError(RuntimeError):

@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     segments = sub.add_parser("segments", help="segment definitions: validate a file, list the segments")
     segments_sub = segments.add_subparsers(dest="action", required=True)
     validate = segments_sub.add_parser("validate", help="check a definitions file; errors name file:line:column")
-    validate.add_argument("file")
+    validate.add_argument("file", nargs="?", help="default: the shipped definitions")
     validate.set_defaults(func=_segments)
     listing = segments_sub.add_parser("list", help="the segments and their rules")
     listing.add_argument("--file", help="definitions file (default: the shipped defaults)")

@@ -12,16 +12,16 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import fastjsonschema
 import msgpack
 from jsonschema import Draft202012Validator
 
+from ..resources import package_file
 from ..timeutil import HOUR_MS, parse_timestamp
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "clickstream-event.schema.json"
+SCHEMA_PATH = package_file("schemas", "clickstream-event.schema.json")
 DEFAULT_MAX_EVENT_BYTES = 32 * 1024
 FUTURE_ALLOWANCE_MS = 24 * HOUR_MS
 

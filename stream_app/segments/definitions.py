@@ -15,10 +15,11 @@ from typing import Any
 
 import yaml
 
+from ..resources import package_file
 from ..timeutil import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 from .config import CatalogConfig
 
-DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+DEFAULTS_FILE = package_file("segments", "defaults.yaml")
 _UNITS = {"ms": 1, "s": SECOND_MS, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 MAX_WINDOW_MS = 365 * DAY_MS
