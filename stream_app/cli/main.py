@@ -302,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--topic", help="default: STREAM_APP_INPUT_TOPIC")
     produce.set_defaults(func=_produce)
 
+    from ..importer.command import add_import_arguments
+
+    add_import_arguments(sub)
+
     segments = sub.add_parser("segments", help="segment definitions: validate a file, list the segments")
     segments_sub = segments.add_subparsers(dest="action", required=True)
     validate = segments_sub.add_parser("validate", help="check a definitions file; errors name file:line:column")
