@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .mapping_table import VendorMapping
-from .segment_events import Rejected, derived_message_id, plain_number, renamed, segment_event, with_url_parts
+from .segment_events import Rejected, mapped_rule, derived_message_id, plain_number, renamed, segment_event, with_url_parts
 
 # the export's INT64 columns (by field name, at any depth): numbers in Avro and Parquet, text in JSON
 INT64_FIELDS = frozenset({
@@ -105,13 +105,7 @@ class Ga4Mapping:
 
     def events(self, row: dict[str, Any], ts_ms: int) -> list[dict[str, Any]]:
         name = row.get("event_name")
-        if not isinstance(name, str) or not name:
-            raise Rejected("malformed_row", "the row has no event_name")
-        rule = self.mapping.rule(name)
-        if rule is None:
-            raise Rejected("unmapped_event", f"GA4 event {name!r} has no entry in the mapping table (ga4.events)")
-        if rule.exclude:
-            raise Rejected("excluded_event", f"GA4 event {name!r} is excluded by the mapping table")
+        rule = mapped_rule(self.mapping, name, "GA4", "row")
         user_id, pseudo_id = _id_text(row.get("user_id")), _id_text(row.get("user_pseudo_id"))
         if not user_id and not pseudo_id:
             raise Rejected("missing_user_id", "neither user_id nor user_pseudo_id is set")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .mapping_table import VendorMapping
-from .segment_events import Rejected, plain_number, renamed, segment_event, with_url_parts
+from .segment_events import Rejected, mapped_rule, plain_number, renamed, segment_event, with_url_parts
 
 # identity and time: they become the event's userId/anonymousId, messageId and timestamp, not properties
 IDENTITY_PROPERTIES = frozenset({"distinct_id", "time", "$insert_id", "$user_id", "$device_id"})
@@ -43,13 +43,7 @@ class MixpanelMapping:
 
     def events(self, row: dict[str, Any], ts_ms: int) -> list[dict[str, Any]]:
         name = row.get("event")
-        if not isinstance(name, str) or not name:
-            raise Rejected("malformed_row", "the line has no event name")
-        rule = self.mapping.rule(name)
-        if rule is None:
-            raise Rejected("unmapped_event", f"Mixpanel event {name!r} has no entry in the mapping table (mixpanel.events)")
-        if rule.exclude:
-            raise Rejected("excluded_event", f"Mixpanel event {name!r} is excluded by the mapping table")
+        rule = mapped_rule(self.mapping, name, "Mixpanel", "line")
         source = _properties(row)
         distinct_id = source.get("distinct_id")
         distinct = str(distinct_id).strip() if distinct_id is not None else ""

@@ -20,6 +20,19 @@ class Rejected(Exception):
         self.detail = detail
 
 
+def mapped_rule(mapping: Any, name: Any, vendor: str, what: str) -> Any:
+    """The mapping table's rule for a row's event name (a `VendorMapping.rule`), or the row's rejection:
+    no name, a name the table does not list, or a name it excludes."""
+    if not isinstance(name, str) or not name:
+        raise Rejected("malformed_row", f"the {what} has no event name")
+    rule = mapping.rule(name)
+    if rule is None:
+        raise Rejected("unmapped_event", f"{vendor} event {name!r} has no entry in the mapping table ({mapping.format}.events)")
+    if rule.exclude:
+        raise Rejected("excluded_event", f"{vendor} event {name!r} is excluded by the mapping table")
+    return rule
+
+
 def derived_message_id(prefix: str, identifying: Any) -> str:
     """`<prefix>-` and 32 hex digits of BLAKE2b over the canonical JSON of the identifying fields (keys
     sorted, no spaces): equal fields give the same id whatever file type they were read from."""
