@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ga4_synthetic import CUSTOM_EVENTS_MAPPING, write_export  # noqa: E402
 
-from stream_app.broker.local_kafka import LocalKafka, free_port  # noqa: E402
+from reliability_harness import broker_unless_given  # noqa: E402
+
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.timeutil import DAY_MS  # noqa: E402
 from stream_app.worker.topics import ensure_topics  # noqa: E402
@@ -92,12 +93,8 @@ def main() -> int:
     rows = write_export(source, seed=17, users=args.users, start_ms=int(time.time() * 1000) - (args.days + 2) * DAY_MS, days=args.days)
     mapping.write_text(CUSTOM_EVENTS_MAPPING)
     _typed_copies(source, work / "ga4.parquet", work / "ga4.avro")
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    source_mb = source.stat().st_size / 1e6  # the work folder is gone when the figures are printed
+    bootstrap, broker = broker_unless_given(work)
     try:
         results = []
         for label, input_file, target in (("JSON lines -> file", source, ["--output", str(work / "events.jsonl")]),
@@ -123,7 +120,7 @@ def main() -> int:
         if broker is not None:
             broker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"input: {rows} GA4 rows ({source.stat().st_size / 1e6:.1f} MB JSON lines), batch size {args.batch_size}")
+    print(f"input: {rows} GA4 rows ({source_mb:.1f} MB JSON lines), batch size {args.batch_size}")
     for label, seconds, sent in results:
         print(f"{label:<22} {seconds:6.1f} s  {rows / seconds:8,.0f} rows/s  {sent / seconds:8,.0f} events/s  ({sent} events)")
     return 0

@@ -24,19 +24,24 @@ from stream_app.settings import Settings  # noqa: E402
 from stream_app.worker.topics import ensure_topics  # noqa: E402
 
 
+def broker_unless_given(work: Path) -> tuple[str, LocalKafka | None]:
+    """KAFKA_BOOTSTRAP_SERVERS when set, else a private local broker on free ports (the caller stops it)."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        return bootstrap, None
+    broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
+    broker.start()
+    return broker.bootstrap, broker
+
+
 class Bench:
     """A work folder, a broker and one set of unique topics."""
 
     def __init__(self, prefix: str, partitions: int = 6, work: Path | None = None) -> None:
         self.work = work or Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
         self.work.mkdir(parents=True, exist_ok=True)
-        self.broker: LocalKafka | None = None
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            self.broker = LocalKafka(self.work / "kafka", port=free_port(), controller_port=free_port())
-            self.broker.start()
-            bootstrap = self.broker.bootstrap
-        self.bootstrap = bootstrap
+        self.bootstrap, self.broker = broker_unless_given(self.work)
+        bootstrap = self.bootstrap
         tag = f"{prefix}-{uuid.uuid4().hex[:6]}"
         self.settings = replace(Settings(), bootstrap_servers=bootstrap, app_id=tag, input_topic=f"{tag}-in",
                                 transitions_topic=f"{tag}-tr", memberships_topic=f"{tag}-mem", dlq_topic=f"{tag}-dlq",

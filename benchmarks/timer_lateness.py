@@ -29,7 +29,9 @@ from kafka import KafkaConsumer, KafkaProducer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stream_app.broker.local_kafka import LocalKafka, free_port  # noqa: E402
+from reliability_harness import broker_unless_given  # noqa: E402
+
+from stream_app.broker.local_kafka import free_port  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.timeutil import MINUTE_MS, format_timestamp, parse_timestamp  # noqa: E402
 from stream_app.worker.topics import ensure_topics  # noqa: E402
@@ -44,12 +46,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=200, help="background events per second")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="timer-lateness-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    bootstrap, broker = broker_unless_given(work)
     tag = str(int(time.time()))
     settings = replace(Settings(), bootstrap_servers=bootstrap, app_id=f"lateness-{tag}", input_topic=f"lat-in-{tag}",
                        transitions_topic=f"lat-tr-{tag}", memberships_topic=f"lat-mem-{tag}", dlq_topic=f"lat-dlq-{tag}")
