@@ -154,9 +154,11 @@ class WorkerProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGUSR1)  # the worker prints every thread's stack (worker/app.py)
+            time.sleep(1)
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
-            raise AssertionError(f"worker did not stop within {timeout} s:\n{self.log()[-3000:]}")
+            raise AssertionError(f"worker did not stop within {timeout} s:\n{self.log()[-6000:]}")
 
 
 def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from typing import Any
@@ -31,6 +30,7 @@ from .allocator import fix_mmap_threshold, trim_free_memory
 from .definitions import DefinitionsWatcher
 from .memory_report import MemoryReport
 from .population_exchange import PopulationExchange
+from .process_control import exit_when_stuck, stop_on_signals
 from .segmentation import SegmentationProcessor
 
 log = logging.getLogger(__name__)
@@ -103,33 +103,14 @@ def _warn_about_faust_state(settings: Settings) -> None:
                     "from the changelog); delete it to free the disk (docs/upgrading.md)", old)
 
 
-def _stop_on_signals(stop: threading.Event, grace_s: float) -> None:
-    def handle(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            return
-        log.info("%s: stopping (committing the open transaction)", signal.Signals(signum).name)
-        stop.set()
-
-        def expire() -> None:
-            log.error("the worker did not stop within %.0f s; exiting now. Nothing committed is lost: the next start "
-                      "restores from the changelog", grace_s)
-            logging.shutdown()
-            os._exit(1)
-
-        timer = threading.Timer(grace_s, expire)
-        timer.daemon = True
-        timer.start()
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, handle)
-
-
 def run_worker(settings: Settings) -> None:
     from ..kafka_security import KafkaAccessError, check_access
     from .topics import ensure_topics
 
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    stop = threading.Event()
+    stop_on_signals(stop, settings.stop_grace_s)
     fix_mmap_threshold()  # before RocksDB and Kafka allocate: large blocks stay out of the heap (worker/allocator.py)
     try:
         check_access(settings.kafka_security, settings.bootstrap_servers)
@@ -141,8 +122,7 @@ def run_worker(settings: Settings) -> None:
     _warn_about_faust_state(settings)
     _warn_about_retired_settings(dict(os.environ))
     driver, processor, exchange = build_worker(settings)
-    stop = threading.Event()
-    _stop_on_signals(stop, settings.stop_grace_s)
+    exit_when_stuck(driver.alive, EXIT_RESTART)
 
     def before_scrape() -> None:
         metrics.ROCKSDB_CACHE.set(driver.budget.usage()["cache"])
