@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from stream_app.demo.generator import as_wire, generate
 from stream_app.timeutil import DAY_MS, HOUR_MS, SECOND_MS, parse_timestamp
 
-from .backfill_check import compare_with_replay, entered_from_null_twice, read_partitioned
+from .output_check import compare_with_replay, entered_from_null_twice, read_partitioned
 from .helpers import Names, WorkerProcess, encode, interleave_users_within, produce, track, wait_for
 
 pytestmark = [pytest.mark.kafka]

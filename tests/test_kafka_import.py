@@ -1,7 +1,7 @@
 """`stream-app import --to-topic` on the real broker (issue #17).
 
 - Into a running, idle worker, an imported export gives the transitions of `stream-app import --output`
-  followed by `stream-app replay`, compared by content as the backfill tests compare (backfill_check.py).
+  followed by `stream-app replay`, compared by content as the backfill tests compare (output_check.py).
 - Killed with SIGKILL mid-way (inside an open transaction, or between a commit and its checkpoint file)
   and run again, the import leaves the topic exactly as an uninterrupted import leaves another topic:
   the same records in the same order in each partition, none twice.
@@ -23,7 +23,7 @@ import pytest
 
 from stream_app.timeutil import parse_timestamp
 
-from .backfill_check import _comparable, compare_with_replay, read_partitioned
+from .output_check import _comparable, compare_with_replay, read_partitioned
 from .helpers import REPO, Names, population_independent, wait_for
 from .import_files import FIXTURES
 from .test_kafka_backfill import PARTITIONS, _drained, _idle_worker

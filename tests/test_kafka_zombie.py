@@ -1,7 +1,7 @@
 """A zombie worker (issue #15): one of two workers is frozen with SIGSTOP past its session timeout while
 input flows, its partitions move to the other, and then it is thawed with SIGCONT. Whatever it had in
 flight must be fenced: nothing it sends may reach a read_committed reader. The whole output is compared
-by content with the replay of the same input (tests/backfill_check.py), so a duplicate, a lost
+by content with the replay of the same input (tests/output_check.py), so a duplicate, a lost
 transition or one decided on stale state fails the test."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from stream_app.demo.generator import as_wire, generate
 from stream_app.timeutil import DAY_MS
 
-from .backfill_check import committed_clocks, compare_with_replay
+from .output_check import compare_with_replay, everything_committed
 from .helpers import Names, WorkerProcess, encode, wait_for
 from .test_kafka_faults import Pacer, Supervised, _consumed, _ticking
 
@@ -37,7 +37,7 @@ def test_a_frozen_worker_is_fenced_when_it_thaws_and_the_output_equals_the_repla
     events = [as_wire(e) for e in generate(seed=51, users=1500, start_ms=now - 4 * DAY_MS, span_ms=3 * DAY_MS)]
     zombie = Supervised(names, tmp_path / "zombie")
     survivor = Supervised(names, tmp_path / "survivor")
-    pacer = Pacer(kafka_bootstrap, names.input, events, rate=400)
+    pacer = Pacer(kafka_bootstrap, names.input, [(e["userId"].encode(), encode(e)) for e in events], rate=400)
     try:
         wait_for(lambda: _ticking(zombie.poll().worker) and _ticking(survivor.poll().worker), 90, "both workers running")
         wait_for(lambda: _assigned(zombie.worker) > 0 and _assigned(survivor.worker) > 0, 90, "both workers to own partitions")
@@ -56,7 +56,7 @@ def test_a_frozen_worker_is_fenced_when_it_thaws_and_the_output_equals_the_repla
         pacer.join(180)
         assert pacer.error is None and pacer.sent == len(events)
         # the thawed worker rejoins (or exits and is restarted); all input is processed by someone
-        wait_for(lambda: _all_input_committed(names, zombie, survivor) and _backfill_drained(names), 180,
+        wait_for(lambda: everything_committed(names, zombie, survivor), 180,
                  "all input committed and the backfill drained")
         zombie_log = zombie.worker.log()
         zombie.stop()
@@ -74,27 +74,3 @@ def test_a_frozen_worker_is_fenced_when_it_thaws_and_the_output_equals_the_repla
                 worker.stop()
             except AssertionError:
                 pass
-
-
-def _backfill_drained(names: Names) -> bool:
-    clocks = committed_clocks(names)
-    return len(clocks) == names.partitions and all(backfill is None for _, backfill in clocks.values())
-
-
-def _all_input_committed(names: Names, *workers: Supervised) -> bool:
-    """Every input offset committed by the group (the offsets the workers' transactions committed)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": names.bootstrap, "group.id": names.app_id, "enable.auto.commit": False})
-    try:
-        partitions = [TopicPartition(names.input, p) for p in range(names.partitions)]
-        committed = consumer.committed(partitions, timeout=10)
-        for tp in committed:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(names.input, tp.partition), timeout=10)
-            if tp.offset < high:
-                return False
-        for worker in workers:
-            worker.poll()  # a worker that exited (status 70, e.g. fenced) is started again
-        return True
-    finally:
-        consumer.close()
