@@ -21,6 +21,7 @@ setup: $(VENV)/.installed kafka-jars
 
 test-servers:
 	deploy/ensure-prometheus.sh
+	deploy/ensure-kustomize.sh
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version.split()[0]'
