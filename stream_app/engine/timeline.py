@@ -43,8 +43,10 @@ def next_due(profile: Profile, cfg: CatalogConfig) -> int | None:
     return timer
 
 
-def _diff(user_id: str, profile: Profile, t: int, cfg: CatalogConfig, cause_type: str, cause_ref: str) -> list[Change]:
-    new = catalog.memberships(profile, t, cfg)
+def _diff(user_id: str, profile: Profile, t: int, cfg: CatalogConfig, cause_type: str, cause_ref: str,
+          touched: set[str] | None = None) -> list[Change]:
+    """The changes of membership at ``t``; after an event, ``touched`` names the fields it changed."""
+    new = catalog.memberships(profile, t, cfg, touched)
     old = profile.members
     if new == old:
         return []
@@ -61,12 +63,15 @@ def _diff(user_id: str, profile: Profile, t: int, cfg: CatalogConfig, cause_type
     return changes
 
 
-def _apply(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig) -> list[Change]:
+def _apply(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig, decided: bool = True) -> list[Change]:
+    """Apply an event and decide the user at max(its time, the user's time). ``decided``: the user's
+    members were decided at profile.t on its current fields (not after `forget`, nor an older
+    profile's pending events), so only the rules the event concerns are evaluated again."""
     t = max(event.ts, profile.t)
-    apply_event(profile, event, cfg)
+    touched = apply_event(profile, event, cfg)
     profile.t = t
     expire(profile, t, cfg)
-    return _diff(user_id, profile, t, cfg, "event", event.message_id)
+    return _diff(user_id, profile, t, cfg, "event", event.message_id, touched if decided else None)
 
 
 def reevaluate(user_id: str, profile: Profile, cfg: CatalogConfig, loaded_at: int) -> list[Change]:
@@ -96,7 +101,7 @@ def take_event(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig)
     changes, dormant = advance(user_id, profile, event.ts, cfg)
     if dormant:
         forget(profile)
-    changes.extend(_apply(user_id, profile, event, cfg))
+    changes.extend(_apply(user_id, profile, event, cfg, decided=not dormant and profile.last_event != 0))
     return changes
 
 
@@ -109,7 +114,7 @@ def advance(user_id: str, profile: Profile, until: int, cfg: CatalogConfig) -> t
         pending_ts = profile.pending[0][0] if profile.pending else None
         if pending_ts is not None and pending_ts <= until and (timer is None or pending_ts < timer):
             event = Event.from_compact(user_id, profile.pending.pop(0))
-            changes.extend(_apply(user_id, profile, event, cfg))
+            changes.extend(_apply(user_id, profile, event, cfg, decided=False))
         elif timer is not None and timer <= until:
             if timer >= profile.last_event + cfg.dormant_after_ms:
                 if not profile.pending:

@@ -63,13 +63,17 @@ def is_activation(event: Event, cfg: CatalogConfig) -> bool:
     return event.type == "track" and event.name == cfg.activation_event
 
 
-def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
-    """Fold ``event`` into ``profile`` (order-sensitive only for the cart, as the catalog says)."""
+def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> set[str]:
+    """Fold ``event`` into ``profile`` (order-sensitive only for the cart, as the catalog says). Returns
+    the names of the profile fields it may have changed: the rules that read none of them keep their
+    membership (`catalog.memberships` with `touched`)."""
     ts = event.ts
+    touched = {"first_seen", "last_event"}
     if profile.first_seen == 0 or ts < profile.first_seen:
         profile.first_seen = ts
     profile.last_event = max(profile.last_event, ts)
     if event.is_activity:
+        touched.update(("last_activity", "days", "days_first"))
         profile.last_activity = ts if profile.last_activity is None else max(profile.last_activity, ts)
         day = utc_day(ts)
         if profile.days.get(day, -1) < ts:
@@ -78,21 +82,27 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
         if first is None or ts < first:
             profile.days_first[day] = ts
     if is_activation(event, cfg) and (profile.activated_at is None or ts < profile.activated_at):
+        touched.add("activated_at")
         profile.activated_at = ts
 
     weight = intent_weight(event, cfg)
     if weight:
+        touched.add("intent")
         insort(profile.intent, [ts, weight])
         _cap_oldest(profile.intent, bounds.INTENT_ENTRIES, "intent")
-    _add_engagement(profile, event, cfg)
+    if _add_engagement(profile, event, cfg):
+        touched.update(("eng_score", "eng_ref"))
     if cfg.custom is not None:
+        touched.add("extra")
         custom.apply_event(profile, event, cfg.custom)
 
     if event.type != "track":
-        return
+        return touched
     name = event.name
     props = event.props
     if name == "Order Completed":
+        touched.update(("orders", "last_order", "cart", "cart_opened", "orders_total", "purchase_first_day",
+                        "purchase_last_day", "purchase_days", "repeat_spend"))
         discounted = 1 if (props.get("coupon") or (props.get("discount") or 0) > 0) else 0
         insort(profile.orders, [ts, _amount(props), discounted])
         _cap_oldest(profile.orders, bounds.ORDERS, "orders")
@@ -102,17 +112,21 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
             profile.cart.clear()
             profile.cart_opened = None
     elif name == "Order Refunded":
+        touched.add("refunds")
         insort(profile.refunds, [ts, _amount(props)])
         _cap_oldest(profile.refunds, bounds.REFUNDS, "refunds")
     elif name in ("Product Added", "Checkout Started", "Product Removed"):
         if profile.last_order is None or ts >= profile.last_order:  # a late add from before the last order is not in the cart
+            touched.update(("cart", "cart_opened", "cart_last"))
             _apply_cart_event(profile, event)
     elif name == "Promotion Clicked":
+        touched.add("promo_clicks")
         insort(profile.promo_clicks, ts)
         _cap_oldest(profile.promo_clicks, bounds.PROMO_CLICKS, "promo_clicks")
     elif name == "Feature Used":
         feature = props.get("feature")
         if feature is not None:
+            touched.update(("features", "features_ever"))
             _add_feature_use(profile, str(feature), ts, cfg)
             if str(feature) not in profile.features_ever:
                 if len(profile.features_ever) < MAX_FEATURES_KEPT or str(feature) == cfg.key_feature:
@@ -120,10 +134,13 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
                 else:
                     bounds.evicted("features_ever")
     elif name == "Trial Started":
+        touched.add("trial_started")
         profile.trial_started = ts if profile.trial_started is None else max(profile.trial_started, ts)
     elif name == "Trial Ended":
+        touched.add("trial_ended")
         profile.trial_ended = ts if profile.trial_ended is None else max(profile.trial_ended, ts)
     elif name == "Onboarding Step Completed":
+        touched.update(("onboarding_step", "onboarding_step_at"))
         step = props.get("step")
         if step is not None and int(step) > profile.onboarding_step:
             profile.onboarding_step = int(step)
@@ -131,6 +148,7 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
         elif step is not None and int(step) == profile.onboarding_step and profile.onboarding_step_at is not None:
             profile.onboarding_step_at = min(profile.onboarding_step_at, ts)
     elif name == "Usage Reported":
+        touched.add("usage")
         metric, value, limit = props.get("metric"), props.get("value"), props.get("limit")
         if metric is not None and value is not None and limit is not None:
             latest = profile.usage.get(str(metric))
@@ -141,11 +159,14 @@ def apply_event(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
                     del profile.usage[min(profile.usage, key=lambda m: profile.usage[m][0])]
                     bounds.evicted("usage")
     elif name == "Invite Sent":
+        touched.add("invite_last")
         profile.invite_last = ts if profile.invite_last is None else max(profile.invite_last, ts)
     elif name == "NPS Submitted":
+        touched.add("nps_high_last")
         score = props.get("score")
         if score is not None and score >= cfg.loyal_nps_min_score:
             profile.nps_high_last = ts if profile.nps_high_last is None else max(profile.nps_high_last, ts)
+    return touched
 
 
 def _cap_oldest(entries: list[Any], limit: int, structure: str) -> None:
@@ -177,11 +198,12 @@ def engagement_weight(event: Event, cfg: CatalogConfig) -> float:
     return 0.0
 
 
-def _add_engagement(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
-    """Keep the decayed sum as one number at a reference time: adding an event is O(1), late or not."""
+def _add_engagement(profile: Profile, event: Event, cfg: CatalogConfig) -> bool:
+    """Keep the decayed sum as one number at a reference time: adding an event is O(1), late or not.
+    Returns whether the event counts."""
     weight = engagement_weight(event, cfg)
     if not weight:
-        return
+        return False
     half_life = cfg.engagement_half_life_ms
     if profile.eng_ref == 0 or event.ts >= profile.eng_ref:
         decayed = profile.eng_score * 2.0 ** (-(event.ts - profile.eng_ref) / half_life) if profile.eng_ref else 0.0
@@ -189,6 +211,7 @@ def _add_engagement(profile: Profile, event: Event, cfg: CatalogConfig) -> None:
         profile.eng_ref = event.ts
     else:
         profile.eng_score += weight * 2.0 ** (-(profile.eng_ref - event.ts) / half_life)
+    return True
 
 
 def _add_purchase(profile: Profile, day: int, amount: float) -> None:
