@@ -107,9 +107,10 @@ class Names:
 class WorkerProcess:
     """`stream-app worker` as a real process."""
 
-    def __init__(self, names: Names, data_dir: Path) -> None:
+    def __init__(self, names: Names, data_dir: Path, command: tuple[str, ...] = ("-m", "stream_app", "worker")) -> None:
         self.names = names
         self.data_dir = data_dir
+        self.command = command  # what the interpreter runs: the worker, or tests/crash_worker.py
         self.web_port = free_port()
         self.proc: subprocess.Popen | None = None
         self.start_env: dict[str, str] = {}
@@ -119,7 +120,7 @@ class WorkerProcess:
         self.web_port = free_port()
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-worker-{int(time.time() * 1000)}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker"], env={**self.names.env(self.data_dir, self.web_port), **self.start_env},
+            [sys.executable, *self.command], env={**self.names.env(self.data_dir, self.web_port), **self.start_env},
             stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
         )
         return self

@@ -12,80 +12,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from stream_app.broker.local_kafka import LocalKafka
-from stream_app.demo.generator import as_wire, generate
-from stream_app.timeutil import DAY_MS
 
-from .helpers import Names, WorkerProcess, encode, local_broker, produce, wait_for
-from .output_check import compare_with_replay, everything_committed
+from .fault_harness import Pacer, Scenario, Supervised, consumed, ticking
+from .helpers import Names, WorkerProcess, local_broker, wait_for
+from .output_check import everything_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-# input no worker can decode: each must come out as exactly one dead letter, whatever the fault
-MALFORMED = [b"not json at all", b'{"type": "track", "event": "Product Viewed"}', b'{"type": "track", "userId": "u-bad", "event": "Order Completed", "timestamp": "yesterday"}']
-
-
-class Scenario:
-    """A seeded clickstream (plus a few malformed records), and the check of a faulty run's output."""
-
-    def __init__(self, seed: int, users: int) -> None:
-        self.now = int(time.time() * 1000)
-        self.events = [as_wire(e) for e in generate(seed=seed, users=users, start_ms=self.now - 4 * DAY_MS, span_ms=3 * DAY_MS)]
-        self.lines = [encode(e) for e in self.events] + MALFORMED  # what is produced, as the replay reads it
-
-    def messages(self) -> list[tuple[bytes | None, bytes]]:
-        return [(e["userId"].encode(), encode(e)) for e in self.events] + [(None, raw) for raw in MALFORMED]
-
-    def produce(self, bootstrap: str, topic: str) -> None:
-        produce(bootstrap, topic, self.messages())
-
-    def finish_and_compare(self, names: Names, *workers: "Supervised", timeout: float = 240) -> dict[str, Any]:
-        """Wait (never sleep) until the group has committed all input and the backfill drained, stop the
-        workers, and compare their whole output with the replay's."""
-        wait_for(lambda: everything_committed(names, *workers), timeout, "every input offset committed and the backfill drained")
-        for worker in workers:
-            worker.stop()
-        compared = compare_with_replay(names, self.lines, encode=lambda raw: raw)
-        assert compared["compared"] > len(self.events) / 10, "the input produces transitions"
-        assert compared["dead_letters"] == len(MALFORMED)
-        return compared
-
-
-class Supervised:
-    """A worker kept running as a supervisor (systemd Restart=on-failure, Kubernetes) would: when it exits
-    with a non-zero status it is started again (status 70: it cannot go on, e.g. fenced or a failed
-    batch); the restart resumes from its local state and the changelog tail."""
-
-    def __init__(self, names: Names, data_dir: Path) -> None:
-        self.names, self.data_dir = names, data_dir
-        self.worker = WorkerProcess(names, data_dir).start()
-        self.restarts: list[str] = []
-        self.stopped = False
-
-    def poll(self) -> "Supervised":
-        proc = self.worker.proc
-        if proc is not None and proc.poll() is not None and not self.stopped:
-            log = self.worker.log()
-            assert proc.returncode != 0, f"the worker stopped by itself with status 0:\n{log[-3000:]}"
-            errors = re.findall(r"\[ERROR\] (.*)", log)
-            self.restarts.append(f"exit {proc.returncode}: {errors[-1] if errors else 'no error logged'}")
-            self.worker = WorkerProcess(self.names, self.data_dir).start()
-        return self
-
-    def stop(self) -> None:
-        if self.stopped:
-            return
-        self.poll()
-        self.stopped = True
-        assert self.worker.stop() == 0, self.worker.log()[-3000:]
-
 
 # --- a. broker stop and restart -------------------------------------------------------------------
 
@@ -108,8 +46,8 @@ def test_broker_stop_and_restart_mid_stream_loses_nothing_and_repeats_nothing(ow
         # stop the broker as soon as the worker is under way (its metrics are cheap to read, unlike the
         # output topic), so most of the input is still unprocessed however fast the machine is
         total = len(scenario.lines)
-        wait_for(lambda: _consumed(worker.poll().worker) >= total // 8, 120, "the worker to process an eighth of the input")
-        consumed_at_stop = _consumed(worker.worker)
+        wait_for(lambda: consumed(worker.poll().worker) >= total // 8, 120, "the worker to process an eighth of the input")
+        consumed_at_stop = consumed(worker.worker)
         own_broker.stop()  # SIGTERM: the broker's controlled shutdown
         assert consumed_at_stop < total, "the outage must land mid-stream"
         time.sleep(8)  # the outage itself: longer than the worker's session timeout and several commit intervals
@@ -128,33 +66,6 @@ def test_broker_stop_and_restart_mid_stream_loses_nothing_and_repeats_nothing(ow
 # --- b. two workers, one killed and back ----------------------------------------------------------
 
 
-class Pacer(threading.Thread):
-    """Produces messages in order at a steady rate, so input keeps arriving while workers come and go."""
-
-    def __init__(self, bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]], rate: int) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.topic, self.messages, self.rate = bootstrap, topic, messages, rate
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        from kafka import KafkaProducer
-
-        try:
-            producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=10)
-            started = time.monotonic()
-            for n, (key, value) in enumerate(self.messages):
-                producer.send(self.topic, key=key, value=value)
-                self.sent = n + 1
-                ahead = n / self.rate - (time.monotonic() - started)
-                if ahead > 0.02:
-                    time.sleep(ahead)
-            producer.flush()
-            producer.close()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-
-
 def test_two_workers_one_killed_and_back_loses_nothing_and_repeats_nothing(kafka_bootstrap, tmp_path):
     names = Names(kafka_bootstrap, partitions=4)
     names.create_topics()
@@ -164,14 +75,14 @@ def test_two_workers_one_killed_and_back_loses_nothing_and_repeats_nothing(kafka
     pacer = Pacer(kafka_bootstrap, names.input, scenario.messages(), rate=450)
     restarted = None
     try:
-        wait_for(lambda: _ticking(a) and _ticking(b.poll().worker), 90, "both workers to own partitions")
+        wait_for(lambda: ticking(a) and ticking(b.poll().worker), 90, "both workers to own partitions")
         pacer.start()
-        wait_for(lambda: _consumed(a) > 0 and _consumed(b.poll().worker) > 0, 60, "both workers to process input")
+        wait_for(lambda: consumed(a) > 0 and consumed(b.poll().worker) > 0, 60, "both workers to process input")
         a.kill9()
-        b_before = _consumed(b.worker)
-        wait_for(lambda: _consumed(b.poll().worker) > b_before + 500, 60, "the surviving worker to take over the partitions")
+        b_before = consumed(b.worker)
+        wait_for(lambda: consumed(b.poll().worker) > b_before + 500, 60, "the surviving worker to take over the partitions")
         restarted = Supervised(names, tmp_path / "a")
-        wait_for(lambda: _consumed(restarted.poll().worker) > 0 and b.poll(), 90, "the restarted worker to get partitions back and process input")
+        wait_for(lambda: consumed(restarted.poll().worker) > 0 and b.poll(), 90, "the restarted worker to get partitions back and process input")
         assert pacer.is_alive(), "input must still be flowing when the worker comes back"
         pacer.join(120)
         assert pacer.error is None and pacer.sent == len(scenario.lines)
@@ -192,20 +103,6 @@ def test_two_workers_one_killed_and_back_loses_nothing_and_repeats_nothing(kafka
             a.kill9()
 
 
-def _ticking(worker: WorkerProcess) -> bool:
-    try:
-        return worker.metric_value("stream_app_clock_ticks_total") > 0
-    except OSError:
-        return False
-
-
-def _consumed(worker: WorkerProcess) -> float:
-    try:
-        return worker.metric_value("stream_app_events_consumed_total")
-    except OSError:
-        return 0.0
-
-
 # --- c. local state deleted: restored from the changelog ------------------------------------------
 
 
@@ -217,7 +114,7 @@ def test_local_state_deleted_is_restored_from_the_changelog_with_identical_resul
     data_dir = tmp_path / "w"
     worker = WorkerProcess(names, data_dir).start()
     total = len(scenario.lines)
-    wait_for(lambda: _consumed(worker) >= total // 4, 120, "a quarter of the input processed")
+    wait_for(lambda: consumed(worker) >= total // 4, 120, "a quarter of the input processed")
     assert worker.stop() == 0, worker.log()[-3000:]  # a clean stop: the local state would be kept...
     assert (data_dir / "state").exists()
     assert _committed_input(names) < total, "the stop must land mid-stream"

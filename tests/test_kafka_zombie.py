@@ -17,7 +17,7 @@ from stream_app.timeutil import DAY_MS
 
 from .output_check import compare_with_replay, everything_committed
 from .helpers import Names, WorkerProcess, encode, wait_for
-from .test_kafka_faults import Pacer, Supervised, _consumed, _ticking
+from .fault_harness import Pacer, Supervised, consumed, ticking
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 SESSION_TIMEOUT_S = 6  # tests/helpers.py: STREAM_APP_SESSION_TIMEOUT_S
@@ -39,18 +39,18 @@ def test_a_frozen_worker_is_fenced_when_it_thaws_and_the_output_equals_the_repla
     survivor = Supervised(names, tmp_path / "survivor")
     pacer = Pacer(kafka_bootstrap, names.input, [(e["userId"].encode(), encode(e)) for e in events], rate=400)
     try:
-        wait_for(lambda: _ticking(zombie.poll().worker) and _ticking(survivor.poll().worker), 90, "both workers running")
+        wait_for(lambda: ticking(zombie.poll().worker) and ticking(survivor.poll().worker), 90, "both workers running")
         wait_for(lambda: _assigned(zombie.worker) > 0 and _assigned(survivor.worker) > 0, 90, "both workers to own partitions")
         pacer.start()
-        wait_for(lambda: _consumed(zombie.poll().worker) > 300, 60, "the zombie-to-be to process input")
+        wait_for(lambda: consumed(zombie.poll().worker) > 300, 60, "the zombie-to-be to process input")
         frozen_pid = zombie.worker.proc.pid
         os.kill(frozen_pid, signal.SIGSTOP)  # mid-stream: a transaction of its is most likely open
         try:
             # its session expires, its partitions move to the survivor, which goes on processing them
             wait_for(lambda: _assigned(survivor.poll().worker) == names.partitions, SESSION_TIMEOUT_S + 60,
                      "the survivor to take every partition")
-            before = _consumed(survivor.worker)
-            wait_for(lambda: _consumed(survivor.poll().worker) > before + 300, 60, "the survivor to process the moved partitions")
+            before = consumed(survivor.worker)
+            wait_for(lambda: consumed(survivor.poll().worker) > before + 300, 60, "the survivor to process the moved partitions")
         finally:
             os.kill(frozen_pid, signal.SIGCONT)
         pacer.join(180)

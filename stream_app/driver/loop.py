@@ -65,9 +65,12 @@ class DriverConfig:
     punctuate_interval_ms: int = 500
 
 
-# Test-only fault injection (tests/test_driver_abort.py): called at named points ("processed_partition",
-# "before_commit"); raising TransactionAborted there takes the abort path. No setting reaches it: only
-# code that builds a StreamDriver itself can pass one.
+# Test-only fault injection (tests/test_driver_abort.py, tests/crash_worker.py): called at named points:
+# "processed_partition", "before_commit" (outputs sent, the transaction open), "committed_not_written"
+# (the transaction committed, the local WriteBatch not yet written), "restore_chunk" (a restore under
+# way), "revoke_commit" (just before the commit a revocation asks for). Raising TransactionAborted there
+# takes the abort path; a test may also kill the process. No setting reaches it: only code that builds
+# a StreamDriver itself can pass one.
 FaultHook = Callable[[str, "StreamDriver"], None]
 
 
@@ -207,13 +210,18 @@ class StreamDriver:
             if self.fault_hook is not None:
                 self.fault_hook("processed_partition", self)
 
+    def _hook_at(self, point: str) -> Callable[[], None] | None:
+        fault_hook = self.fault_hook
+        return None if fault_hook is None else (lambda: fault_hook(point, self))
+
     def commit(self) -> None:
         assert self.transaction is not None and self.consumer is not None
         try:
             if self.fault_hook is not None:
                 self.fault_hook("before_commit", self)
             self._offsets_of_every_partition()
-            done = self.transaction.commit(self.stores.values(), self.consumer.consumer_group_metadata())
+            done = self.transaction.commit(self.stores.values(), self.consumer.consumer_group_metadata(),
+                                           self._hook_at("committed_not_written"))
         except TransactionAborted as exc:
             self.abort(str(exc))  # already aborted when the commit itself failed: then this only rewinds
             return
@@ -314,7 +322,7 @@ class StreamDriver:
                 committed = consumer.committed([TopicPartition(topic, p) for p in new], timeout=60)
                 self.start_offsets.update({tp.partition: tp.offset for tp in committed})
                 stores = {p: self._open_store(p) for p in new}
-                restore(self.reader, list(stores.values()))
+                restore(self.reader, list(stores.values()), after_chunk=self._hook_at("restore_chunk"))
                 self.stores.update(stores)
                 self.processor.assigned(stores)
             finally:
@@ -325,6 +333,9 @@ class StreamDriver:
                                      for tp in partitions])
         self.joined = True
         metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+        metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        if metadata is not None and metadata.error is None:
+            metrics.INPUT_PARTITIONS.set(len(metadata.partitions))
         log.info("assigned input partitions %s; owning %s", sorted(new), sorted(self.stores))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -332,6 +343,8 @@ class StreamDriver:
         if not gone:
             return
         if not self.failed:
+            if self.fault_hook is not None:
+                self.fault_hook("revoke_commit", self)
             self.commit()  # before the partitions move: everything processed so far
         self._drop(gone)
         log.info("revoked input partitions %s; owning %s", sorted(gone), sorted(self.stores))

@@ -14,4 +14,5 @@ RESTORED_RECORDS = Counter("stream_app_restored_records_total", "Changelog recor
 RESTORE_REMAINING = Gauge("stream_app_restore_remaining_records", "Changelog records still to read by the restore under way (0 when none)")
 RESTORED_PROFILES = Gauge("stream_app_restored_profiles", "Profiles held by the partitions restored at the last assignment")
 ASSIGNED_PARTITIONS = Gauge("stream_app_assigned_input_partitions", "Input partitions this process owns")
+INPUT_PARTITIONS = Gauge("stream_app_input_partitions", "Partitions of the input topic, as this process last saw them (at its last assignment)")
 CONSUMER_LAG = Gauge("stream_app_consumer_lag", "Input messages not yet processed, by partition", ["partition"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 CHUNK = 20_000
 
 
-def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float = 10.0) -> int:
-    """Restore every store; returns the number of changelog records read."""
+def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float = 10.0,
+            after_chunk: Callable[[], None] | None = None) -> int:
+    """Restore every store; returns the number of changelog records read. `after_chunk` (tests only)
+    runs after each chunk written locally."""
     assignments: list[TopicPartition] = []
     by_partition = {}
     remaining = 0
@@ -71,6 +73,8 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
             for partition, next_offset in positions.items():
                 by_partition[partition].write_restored(chunks.get(partition, []), next_offset)
             batch = sum(len(c) for c in chunks.values())
+            if batch and after_chunk is not None:
+                after_chunk()
             read += batch
             metrics.RESTORED_RECORDS.inc(batch)
             metrics.RESTORE_REMAINING.set(max(0, remaining - read))

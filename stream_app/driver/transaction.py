@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -105,9 +105,10 @@ class Transaction:
         return time.monotonic() - self.opened_at if self.open else 0.0
 
     # -- the commit sequence --------------------------------------------------------------------------
-    def commit(self, stores: Iterable[PartitionStore], group_metadata: Any) -> bool:
+    def commit(self, stores: Iterable[PartitionStore], group_metadata: Any, committed_hook: Callable[[], None] | None = None) -> bool:
         """Commit everything produced, staged and consumed since the last commit (see the module doc).
-        Returns False when there was nothing to commit."""
+        Returns False when there was nothing to commit. `committed_hook` (tests only) runs between the
+        commit and the local writes."""
         stores = [store for store in stores if store.staged]
         if not self.open and not stores:
             return False
@@ -129,6 +130,8 @@ class Transaction:
             raise
         except KafkaException as exc:
             raise self._abortable(exc, stores) from exc
+        if committed_hook is not None:
+            committed_hook()
         for store in stores:  # 4. local state, only now
             store.apply_staged(self._changelog_ends.get(store.partition))
         self._reset()

@@ -103,7 +103,8 @@ def _warn_about_faust_state(settings: Settings) -> None:
                     "from the changelog); delete it to free the disk (docs/upgrading.md)", old)
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, fault_hook: Any = None) -> None:
+    """`fault_hook`: tests only (tests/crash_worker.py); the command line never passes one."""
     from ..kafka_security import KafkaAccessError, check_access
     from .topics import ensure_topics
 
@@ -121,7 +122,7 @@ def run_worker(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _warn_about_faust_state(settings)
     _warn_about_retired_settings(dict(os.environ))
-    driver, processor, exchange = build_worker(settings)
+    driver, processor, exchange = build_worker(settings, fault_hook)
     exit_when_stuck(driver.alive, EXIT_RESTART)
 
     def before_scrape() -> None:
