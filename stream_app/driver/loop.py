@@ -26,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from . import metrics
 from .clients import SlotConfig
+from .patience import Patience
 from .restore import restore
 from .store import PartitionStore, StoreBudget
 from .transaction import Transaction, TransactionAborted
@@ -65,6 +66,8 @@ class DriverConfig:
     punctuate_interval_ms: int = 500
 
 
+LIVENESS_LIMIT_S = 60  # /healthz fails, and the watchdog ends the process, when the loop has not turned for this long
+
 # Test-only fault injection (tests/test_driver_abort.py, tests/crash_worker.py): called at named points:
 # "processed_partition", "before_commit" (outputs sent, the transaction open), "committed_not_written"
 # (the transaction committed, the local WriteBatch not yet written), "restore_chunk" (a restore under
@@ -93,14 +96,19 @@ class StreamDriver:
         self.rewinds = 0  # how many times the input was rewound to the committed offsets
         self.assigned_in_call: set[int] = set()  # partitions assigned during the current poll
         self.fatal_error: KafkaError | None = None
+        self.patience = Patience()  # calls that wait for an unreachable cluster (driver/patience.py)
 
     # -- health ---------------------------------------------------------------------------------------
     def ready(self) -> bool:
-        """Assigned partitions restored and the consumer polling."""
-        return self.joined and not self.restoring and time.monotonic() - self.last_poll < 10
+        """Assigned partitions restored, the consumer polling, and Kafka answering."""
+        return self.joined and not self.restoring and not self.patience.waiting and time.monotonic() - self.last_poll < 10
 
     def alive(self) -> bool:
-        return self.last_poll == 0.0 or self.restoring or time.monotonic() - self.last_poll < 60
+        """The loop turns: it polls, restores, or waits for an unreachable cluster (on purpose: a restart
+        would only wait again)."""
+        now = time.monotonic()
+        waiting = self.patience.waiting and now - self.patience.last_beat < LIVENESS_LIMIT_S
+        return self.last_poll == 0.0 or self.restoring or waiting or now - self.last_poll < LIVENESS_LIMIT_S
 
     # -- the loop -------------------------------------------------------------------------------------
     def _on_client_error(self, error: KafkaError) -> None:
@@ -114,7 +122,7 @@ class StreamDriver:
     def run(self, stop: threading.Event) -> None:
         slot = self.config.slot
         producer = slot.producer(error_cb=self._on_client_error)
-        self.transaction = Transaction(producer, slot.transaction_timeout_ms / 1000)
+        self.transaction = Transaction(producer, slot.transaction_timeout_ms / 1000, self.patience)
         self.transaction.init()  # fences this slot's predecessor and aborts its open transaction
         self.reader = slot.reader("restore", fetch_wait_ms=10)
         consumer = self.consumer = slot.consumer(error_cb=self._on_client_error)
@@ -269,7 +277,7 @@ class StreamDriver:
         assigned = [tp for tp in self.consumer.assignment() if tp.partition in self.stores]
         if not assigned:
             return
-        for tp in self.consumer.committed(assigned, timeout=30):
+        for tp in self.patience.call("reading the committed offsets", self.consumer.committed, assigned, 30):
             self.start_offsets[tp.partition] = tp.offset
             self._seek(TopicPartition(tp.topic, tp.partition, _start(tp.offset)))
         log.info("rewound partitions %s to their committed offsets", sorted(tp.partition for tp in assigned))

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from . import metrics
+from .patience import Patience, unreachable
 from .store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,10 @@ def _error(exc: KafkaException) -> KafkaError | None:
 
 
 class Transaction:
-    def __init__(self, producer: Producer, timeout_s: float) -> None:
+    def __init__(self, producer: Producer, timeout_s: float, patience: Patience | None = None) -> None:
         self.producer = producer
         self.timeout_s = timeout_s
+        self.patience = patience or Patience()  # waits for an unreachable cluster instead of failing
         self.open = False
         self.opened_at = 0.0  # monotonic time of the open transaction's first record
         self.offsets: dict[tuple[str, int], int] = {}  # input (topic, partition) -> next offset to read
@@ -50,8 +52,9 @@ class Transaction:
         self._changelog_ends: dict[int, int] = {}
 
     def init(self) -> None:
-        """Register the transactional id: fences and aborts a predecessor's open transaction."""
-        self._call(self.producer.init_transactions, self.timeout_s)
+        """Register the transactional id: fences and aborts a predecessor's open transaction. Waits for
+        an unreachable cluster."""
+        self._call(self.patience.call, "registering the transactional id", self.producer.init_transactions, self.timeout_s)
 
     # -- filling the transaction ----------------------------------------------------------------------
     def _begin(self) -> None:
@@ -146,18 +149,10 @@ class Transaction:
     def _commit_transaction(self) -> None:
         """librdkafka: after a retriable error (a timeout, the coordinator moving) the commit may still be
         completing, and calling it again is the way to learn the outcome; aborting then is not allowed.
-        No timeout argument: it blocks for at most the remaining transaction timeout, as recommended."""
-        for attempt in range(10):
-            try:
-                self.producer.commit_transaction()
-                return
-            except KafkaException as exc:
-                error = _error(exc)
-                if error is not None and error.retriable() and not error.txn_requires_abort() and not error.fatal():
-                    log.warning("committing the transaction: %s; retrying (%d)", error, attempt + 1)
-                    continue
-                raise
-        raise SlotFenced("the transaction's commit did not complete after 10 attempts; the outcome is unknown")
+        So it is called again for as long as the cluster does not answer (`Patience`). Each call blocks
+        for at most the transaction timeout, so the loop keeps proving it turns (the watchdog)."""
+        self.patience.call("committing the transaction", self.producer.commit_transaction, self.timeout_s,
+                           retry_if=lambda error: unreachable(error) and not error.txn_requires_abort())
 
     def abort(self, stores: Iterable[PartitionStore], why: str) -> None:
         """Abort the open transaction (if any) and drop every staged write."""
@@ -165,14 +160,12 @@ class Transaction:
             store.discard_staged()
         if self.open:
             log.warning("aborting the open transaction: %s", why)
-            for attempt in range(5):
-                try:
-                    self._call(self.producer.abort_transaction)
-                    break
-                except KafkaException as exc:
-                    log.warning("aborting the transaction: %s; retrying (%d)", _error(exc) or exc, attempt + 1)
-            else:
-                raise SlotFenced("the open transaction could not be aborted after 5 attempts")
+            try:
+                # a timeout on each call: an abort that needs a new producer epoch waits for the
+                # coordinator, and librdkafka's default (-1) then blocked for minutes in an outage
+                self._call(self.patience.call, "aborting the transaction", self.producer.abort_transaction, self.timeout_s)
+            except KafkaException as exc:
+                raise SlotFenced(f"the open transaction could not be aborted: {_error(exc) or exc}") from exc
             metrics.COMMITS.labels("aborted").inc()
         self._reset()
 

@@ -8,6 +8,7 @@ import time
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from ..driver.patience import Patience
 from ..settings import Settings
 from .population_exchange import population_topic
 
@@ -35,8 +36,10 @@ def admin_client(settings: Settings) -> AdminClient:
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create the contract's missing topics and check their partition counts. A cluster that does not
+    answer is waited for (`Patience`): a worker started into an outage starts when it ends."""
     admin = admin_client(settings)
-    existing = admin.list_topics(timeout=timeout_s).topics
+    existing = Patience().call(f"connecting to Kafka at {settings.bootstrap_servers}", admin.list_topics, None, timeout_s).topics
     missing = [spec for spec in topic_specs(settings) if spec.topic not in existing]
     if missing:
         for topic, future in admin.create_topics(missing, operation_timeout=timeout_s, request_timeout=timeout_s).items():
