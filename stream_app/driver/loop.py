@@ -341,10 +341,20 @@ class StreamDriver:
                                      for tp in partitions])
         self.joined = True
         metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
-        metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        self._count_input_partitions(consumer)
+        log.info("assigned input partitions %s; owning %s", sorted(new), sorted(self.stores))
+
+    def _count_input_partitions(self, consumer: Consumer) -> None:
+        """The input topic's partition count, for the alert on partitions nobody owns (best effort: a
+        metadata request that fails leaves the last count)."""
+        topic = self.config.input_topic
+        try:
+            metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        except KafkaException as exc:
+            log.warning("the input topic's partition count could not be read: %s", exc)
+            return
         if metadata is not None and metadata.error is None:
             metrics.INPUT_PARTITIONS.set(len(metadata.partitions))
-        log.info("assigned input partitions %s; owning %s", sorted(new), sorted(self.stores))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = [tp.partition for tp in partitions if tp.partition in self.stores]
