@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from . import metrics
-from .patience import Patience, unreachable
+from .patience import Patience, kafka_error, unreachable
 from .store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,6 @@ class TransactionAborted(Exception):
 
 class SlotFenced(Exception):
     """This process can no longer produce (fenced by its successor, or a fatal producer error)."""
-
-
-def _error(exc: KafkaException) -> KafkaError | None:
-    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
 
 
 class Transaction:
@@ -67,7 +63,7 @@ class Transaction:
         """The exception to raise for a failure while filling or committing the transaction: a fatal one
         ends the slot (`SlotFenced`); any other aborts the transaction (librdkafka refuses new records
         once it needs aborting) and the caller rewinds (`TransactionAborted`)."""
-        error = _error(exc)
+        error = kafka_error(exc)
         if error is not None and error.fatal():
             return SlotFenced(str(error))
         self.abort(stores, str(error or exc))
@@ -165,7 +161,7 @@ class Transaction:
                 # coordinator, and librdkafka's default (-1) then blocked for minutes in an outage
                 self._call(self.patience.call, "aborting the transaction", self.producer.abort_transaction, self.timeout_s)
             except KafkaException as exc:
-                raise SlotFenced(f"the open transaction could not be aborted: {_error(exc) or exc}") from exc
+                raise SlotFenced(f"the open transaction could not be aborted: {kafka_error(exc) or exc}") from exc
             metrics.COMMITS.labels("aborted").inc()
         self._reset()
 
@@ -178,7 +174,7 @@ class Transaction:
         try:
             return fn(*args)
         except KafkaException as exc:
-            error = _error(exc)
+            error = kafka_error(exc)
             if error is not None and error.fatal():
                 raise SlotFenced(str(error)) from exc
             raise
