@@ -259,6 +259,18 @@ def test_the_rejects_file_has_one_reason_per_row_and_the_summary_counts_them(cap
     assert counted == Counter(line["reason"] for line in lines)
 
 
+@pytest.mark.parametrize("fmt, row, field", [
+    ("ga4", {"event_name": "purchase", "user_id": "u-1"}, "event_timestamp is missing"),
+    ("mixpanel", {"event": "Signed In", "properties": {"distinct_id": "u-1", "$insert_id": "i-1"}}, "properties.time is missing"),
+])
+def test_a_row_without_a_timestamp_is_rejected_naming_the_missing_field(capsys, tmp_path, fmt, row, field):
+    source = tmp_path / "export.jsonl"
+    source.write_text(json.dumps(row) + "\n")
+    _events, _err, rejects = _import(capsys, tmp_path / "out", fmt, source)
+    [line] = read_jsonl(rejects)
+    assert line["reason"] == "bad_timestamp" and line["detail"].startswith(field) and "None" not in line["detail"]
+
+
 # -- --since / --until ------------------------------------------------------------------------------------------
 def test_since_and_until_select_rows_by_timestamp(capsys, tmp_path):
     everything, _, _ = _import(capsys, tmp_path / "all", "ga4", FIXTURES / "ga4_events.jsonl")

@@ -98,7 +98,10 @@ class Ga4Mapping:
         self.mapping = mapping
 
     def row_time(self, row: dict[str, Any]) -> int:
-        micros = plain_number(row.get("event_timestamp"))
+        raw = row.get("event_timestamp")
+        if raw is None:
+            raise Rejected("bad_timestamp", "event_timestamp is missing (GA4's export has it in microseconds since 1970)")
+        micros = plain_number(raw)
         if not isinstance(micros, int) or micros < 0:
             raise Rejected("bad_timestamp", f"event_timestamp {str(row.get('event_timestamp'))[:40]!r} is not microseconds since 1970")
         return micros // 1000

@@ -31,6 +31,8 @@ class MixpanelMapping:
 
     def row_time(self, row: dict[str, Any]) -> int:
         raw = _properties(row).get("time")
+        if raw is None:
+            raise Rejected("bad_timestamp", "properties.time is missing (Mixpanel's export has it in seconds since 1970)")
         number = plain_number(raw)
         if number is None or number < 0:
             raise Rejected("bad_timestamp", f"properties.time {str(raw)[:40]!r} is not a time since 1970")
