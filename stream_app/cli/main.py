@@ -41,8 +41,23 @@ def _kafka(args: argparse.Namespace) -> int:
     return 0
 
 
+def _process_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes: give 1 or more (about one per core)")
+    return count
+
+
 def _worker(args: argparse.Namespace) -> int:
     from ..settings import Settings
+
+    if args.processes > 1:
+        from ..worker.supervisor import run_supervisor
+
+        return run_supervisor(Settings(), args.processes)
     from ..worker.app import run_worker
 
     run_worker(Settings())
@@ -282,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.set_defaults(func=_kafka)
 
     worker = sub.add_parser("worker", help="run the segmentation worker (configured by environment)")
+    worker.add_argument("--processes", type=_process_count, default=os.environ.get("STREAM_APP_PROCESSES", "1"), metavar="N",
+                        help="engine processes in this consumer group, each with its own process slot; about one per "
+                             "core (default: STREAM_APP_PROCESSES or 1; docs/operations.md)")
     worker.set_defaults(func=_worker)
 
     demo = sub.add_parser("demo", help="local broker + worker + synthetic traffic, transitions printed live")

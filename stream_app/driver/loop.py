@@ -384,10 +384,7 @@ class StreamDriver:
             self.positions.pop(partition, None)
             self.start_offsets.pop(partition, None)
             self.stores.pop(partition).close()
-            try:
-                metrics.CONSUMER_LAG.remove(str(partition))
-            except KeyError:
-                pass
+            metrics.forget_partition(partition)
         metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
 
     def _open_store(self, partition: int) -> PartitionStore:

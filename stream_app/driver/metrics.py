@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram
 
 COMMIT_SECONDS = Histogram(
@@ -11,8 +13,24 @@ COMMIT_SECONDS = Histogram(
 )
 COMMITS = Counter("stream_app_commits_total", "Transactions, by outcome (committed, aborted)", ["outcome"])
 RESTORED_RECORDS = Counter("stream_app_restored_records_total", "Changelog records read while restoring partitions")
-RESTORE_REMAINING = Gauge("stream_app_restore_remaining_records", "Changelog records still to read by the restore under way (0 when none)")
-RESTORED_PROFILES = Gauge("stream_app_restored_profiles", "Profiles held by the partitions restored at the last assignment")
-ASSIGNED_PARTITIONS = Gauge("stream_app_assigned_input_partitions", "Input partitions this process owns")
-INPUT_PARTITIONS = Gauge("stream_app_input_partitions", "Partitions of the input topic, as this process last saw them (at its last assignment)")
-CONSUMER_LAG = Gauge("stream_app_consumer_lag", "Input messages not yet processed, by partition", ["partition"])
+# multiprocess_mode: how `stream-app worker --processes N` adds up the processes' values (worker/supervisor.py)
+RESTORE_REMAINING = Gauge("stream_app_restore_remaining_records", "Changelog records still to read by the restore under way (0 when none)",
+                          multiprocess_mode="livesum")
+RESTORED_PROFILES = Gauge("stream_app_restored_profiles", "Profiles held by the partitions restored at the last assignment",
+                          multiprocess_mode="livesum")
+ASSIGNED_PARTITIONS = Gauge("stream_app_assigned_input_partitions", "Input partitions this process owns", multiprocess_mode="livesum")
+INPUT_PARTITIONS = Gauge("stream_app_input_partitions", "Partitions of the input topic, as this process last saw them (at its last assignment)",
+                         multiprocess_mode="livemax")
+CONSUMER_LAG = Gauge("stream_app_consumer_lag", "Input messages not yet processed, by partition", ["partition"], multiprocess_mode="livesum")
+
+
+def forget_partition(partition: int) -> None:
+    """A partition this process no longer owns: its lag leaves the output. In multiprocess mode
+    (`--processes N`) a label cannot be removed from the shared files, so its value becomes 0."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        CONSUMER_LAG.labels(str(partition)).set(0)
+        return
+    try:
+        CONSUMER_LAG.remove(str(partition))
+    except KeyError:
+        pass

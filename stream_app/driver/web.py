@@ -15,7 +15,7 @@ from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,9 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-def health_app(alive: Callable[[], bool], ready: Callable[[], bool], before_scrape: Callable[[], None] | None = None) -> Callable:
-    metrics_app = make_wsgi_app()
+def health_app(alive: Callable[[], bool], ready: Callable[[], bool], before_scrape: Callable[[], None] | None = None,
+               registry: CollectorRegistry = REGISTRY) -> Callable:
+    metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

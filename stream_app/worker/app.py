@@ -30,7 +30,7 @@ from .allocator import fix_mmap_threshold, trim_free_memory
 from .definitions import DefinitionsWatcher
 from .memory_report import MemoryReport
 from .population_exchange import PopulationExchange
-from .process_control import exit_when_stuck, stop_on_signals
+from .process_control import exit_when_stuck, stop_on_signals, stop_when_orphaned
 from .segmentation import SegmentationProcessor
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class Housekeeping:
         if self.settings.malloc_trim_s > 0 and now >= self.next["trim"]:
             self.next["trim"] = now + self.settings.malloc_trim_s
             trim_free_memory()
+        metrics.PROCESS_READY.set(1 if self.driver.ready() else 0)
+        metrics.ROCKSDB_CACHE.set(self.driver.budget.usage()["cache"])
         if self.report is not None and now >= self.next["report"]:
             self.next["report"] = now + self.settings.memory_report_s
             self.report.log(self.driver.budget.usage())
@@ -112,6 +114,9 @@ def run_worker(settings: Settings, fault_hook: Any = None) -> None:
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     stop = threading.Event()
     stop_on_signals(stop, settings.stop_grace_s)
+    supervisor = os.environ.get("STREAM_APP_SUPERVISOR_PID")  # set by `--processes N` (worker/supervisor.py)
+    if supervisor:
+        stop_when_orphaned(stop, int(supervisor))
     fix_mmap_threshold()  # before RocksDB and Kafka allocate: large blocks stay out of the heap (worker/allocator.py)
     try:
         check_access(settings.kafka_security, settings.bootstrap_servers)
@@ -127,6 +132,7 @@ def run_worker(settings: Settings, fault_hook: Any = None) -> None:
 
     def before_scrape() -> None:
         metrics.ROCKSDB_CACHE.set(driver.budget.usage()["cache"])
+        metrics.PROCESS_READY.set(1 if driver.ready() else 0)
 
     server = serve(settings.web_host, settings.web_port, health_app(driver.alive, driver.ready, before_scrape))
     exchange.follow(driver.config.slot.reader("rfm-population"))

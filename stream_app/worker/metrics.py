@@ -1,4 +1,7 @@
-"""Prometheus metrics. Labels never carry user ids: only event types, reasons, segments, partitions."""
+"""Prometheus metrics. Labels never carry user ids: only event types, reasons, segments, partitions.
+
+A gauge's `multiprocess_mode` says how `stream-app worker --processes N` adds up its processes' values
+(worker/supervisor.py); with one process it has no effect."""
 
 from __future__ import annotations
 
@@ -16,14 +19,20 @@ EMIT_LATENCY = Histogram(
     "Wall time at commit minus the transition's event time (transitions that are not historical)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
 )
-POPULATION = Gauge("stream_app_segment_population", "Users currently in each segment member", ["segment", "member"])
-RFM_POPULATION = Gauge("stream_app_rfm_scored_customers", "Customers in the merged RFM population (all partitions, all workers)")
-PARTITION_CLOCK = Gauge("stream_app_partition_clock_seconds", "Live event-time clock of each partition (epoch seconds)", ["partition"])
+POPULATION = Gauge("stream_app_segment_population", "Users currently in each segment member", ["segment", "member"], multiprocess_mode="livesum")
+RFM_POPULATION = Gauge("stream_app_rfm_scored_customers", "Customers in the merged RFM population (all partitions, all workers)",
+                       multiprocess_mode="livemax")
+PARTITION_CLOCK = Gauge("stream_app_partition_clock_seconds", "Live event-time clock of each partition (epoch seconds)", ["partition"],
+                        multiprocess_mode="livemax")
 BACKFILL_CLOCK = Gauge("stream_app_partition_backfill_clock_seconds",
-                       "Backfill clock of each partition (epoch seconds); 0 when no backfill runs", ["partition"])
+                       "Backfill clock of each partition (epoch seconds); 0 when no backfill runs", ["partition"],
+                       multiprocess_mode="livemax")
 BATCH_SIZE = Histogram("stream_app_batch_size", "Input records per processed batch", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000))
-ROCKSDB_CACHE = Gauge("stream_app_rocksdb_cache_bytes", "RocksDB's shared block cache in use, memtables included (driver/store.py)")
-ROCKSDB_BUDGET = Gauge("stream_app_rocksdb_budget_bytes", "RocksDB's memory budget (STREAM_APP_ROCKSDB_MEMORY_MB)")
+ROCKSDB_CACHE = Gauge("stream_app_rocksdb_cache_bytes", "RocksDB's shared block cache in use, memtables included (driver/store.py)",
+                      multiprocess_mode="livesum")
+ROCKSDB_BUDGET = Gauge("stream_app_rocksdb_budget_bytes", "RocksDB's memory budget (STREAM_APP_ROCKSDB_MEMORY_MB)", multiprocess_mode="livesum")
+PROCESS_READY = Gauge("stream_app_process_ready", "1 while this engine process is ready (as /readyz); summed over --processes",
+                      multiprocess_mode="livesum")
 DROPPED_DORMANT = Counter("stream_app_dormant_profiles_dropped_total", "Profiles dropped after 400 days without events")
 
 

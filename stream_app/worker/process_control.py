@@ -88,3 +88,18 @@ def exit_when_stuck(alive: Callable[[], bool], status: int, check_every_s: float
                 _exit_now(status)
 
     threading.Thread(target=watch, name="stuck-loop-watchdog", daemon=True).start()
+
+
+def stop_when_orphaned(stop: threading.Event, supervisor_pid: int, check_every_s: float = 1.0) -> None:
+    """Set `stop` once the supervisor that started this process is gone (`stream-app worker --processes N`
+    killed with SIGKILL cannot stop its children itself)."""
+
+    def watch() -> None:
+        while not stop.is_set():
+            if os.getppid() != supervisor_pid:
+                log.warning("the supervisor (pid %d) is gone: stopping", supervisor_pid)
+                stop.set()
+                return
+            time.sleep(check_every_s)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
