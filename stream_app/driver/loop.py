@@ -71,7 +71,9 @@ LIVENESS_LIMIT_S = 60  # /healthz fails, and the watchdog ends the process, when
 # Test-only fault injection (tests/test_driver_abort.py, tests/crash_worker.py): called at named points:
 # "processed_partition", "before_commit" (outputs sent, the transaction open), "committed_not_written"
 # (the transaction committed, the local WriteBatch not yet written), "restore_chunk" (a restore under
-# way), "revoke_commit" (just before the commit a revocation asks for). Raising TransactionAborted there
+# way), "revoke_commit" (just before the commit a revocation asks for), "local_open" and "local_write"
+# (a partition store about to open its RocksDB folder or write a batch, inside the store's error
+# handling: raising RocksDB's disk-full error there acts as a full disk). Raising TransactionAborted
 # takes the abort path; a test may also kill the process. No setting reaches it: only code that builds
 # a StreamDriver itself can pass one.
 FaultHook = Callable[[str, "StreamDriver"], None]
@@ -389,7 +391,9 @@ class StreamDriver:
 
     def _open_store(self, partition: int) -> PartitionStore:
         path = self.config.state_dir / f"{self.config.input_topic}-{partition}"
-        return PartitionStore(path, self.budget, self.config.changelog_topic, partition)
+        fault_hook = self.fault_hook
+        store_hook = None if fault_hook is None else (lambda point: fault_hook(point, self))
+        return PartitionStore(path, self.budget, self.config.changelog_topic, partition, fault_hook=store_hook)
 
 
 def _start(committed: int) -> int:

@@ -6,6 +6,11 @@ from there to the end of the partition with a read_committed reader and writes t
 not fit the changelog (the topic was recreated, or the log starts later) is wiped and read from the
 start. "The end" is librdkafka's end-of-partition event, so an open transaction of a dead process
 delays a restore until the broker aborts it (docs/reliability.md); nothing here sleeps.
+
+A chunk refused by a full or read-only disk stops the restore with the store's `LocalStateUnwritable`:
+the chunks already written stay, with their position, and the next start goes on from there. Nothing
+is wiped for it; a store is wiped only when its position does not fit the changelog (a corrupt copy was
+already moved aside when the store was opened, store.py).
 """
 
 from __future__ import annotations

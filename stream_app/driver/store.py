@@ -10,18 +10,33 @@ the staged writes are dropped (`discard_staged`).
 All instances share one memory budget (`StoreBudget`): one LRU block cache, with every memtable charged
 to it by one write-buffer manager, so RocksDB's memory is bounded by a single figure however many
 partitions a process owns.
+
+When the disk fails (docs/reliability.md, "Disk full" and "A corrupted local store"):
+- a write or an open refused because the disk is full, read-only or not permitted raises
+  `LocalStateUnwritable`: the process stops and the local copy is kept exactly as it is (it is never
+  deleted for this; the changelog holds whatever it misses);
+- a copy RocksDB reports corrupt (`Corruption: ...`) when it is opened, or when every block is read
+  once with its checksum right after, is moved aside to `<folder>.corrupt` and an empty one is
+  opened in its place: the restore then reads the partition's whole changelog. Corruption found while
+  running moves the copy aside the same way and raises `LocalStateCorrupt` (the next start restores it).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import rocksdict
 
+log = logging.getLogger(__name__)
 MIB = 1 << 20
 # local bookkeeping, never sent to the changelog: the next changelog offset to restore from
 OFFSET_KEY = b"\x00\x00driver:changelog-next-offset"
+CORRUPT_SUFFIX = ".corrupt"  # where a corrupt copy is moved: the partition's folder name plus this
 
 
 class StoreBudget:
@@ -38,6 +53,9 @@ class StoreBudget:
     def options(self) -> rocksdict.Options:
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
+        # not set_paranoid_checks(True): with it, a write on a full disk blocked for good (measured on a full
+        # tmpfs, rocksdict 0.3.29) instead of failing; a corrupt file already fails the open without it, and
+        # a corrupt block is found by the check at open (PartitionStore._open_verified)
         options.set_max_open_files(256)
         options.set_write_buffer_size(self.write_buffer_size)
         options.set_max_write_buffer_number(2)
@@ -57,39 +75,97 @@ class StoreBudget:
         return {"cache": self.cache.get_usage(), "memtables": self.write_buffers.get_usage()}
 
 
+class LocalStateUnwritable(Exception):
+    """The disk holding a partition store refused to write: it is full (`full`), or read-only or not
+    permitted. The store is kept as it is; the process cannot go on until the disk is fixed."""
+
+    def __init__(self, path: Path, partition: int, full: bool, detail: str) -> None:
+        self.path, self.partition, self.full, self.detail = path, partition, full, detail
+        problem = "the disk is full" if full else "the disk is read-only or the folder is not writable"
+        super().__init__(f"partition {partition}: RocksDB could not write its local state at {path}: {problem} ({detail})")
+
+
+class LocalStateCorrupt(Exception):
+    """RocksDB found a partition store corrupt while the process ran; it has been moved aside, so the next
+    start restores the partition from its changelog."""
+
+
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def disk_refused(exc: BaseException) -> bool | None:
+    """True when `exc` says the disk is full, False when it is read-only or not permitted, None for any
+    other error. RocksDB and rocksdict raise a plain Exception whose text carries the system's message
+    ("IO error: No space left on device: While appending to file: ...", "No space left on device (os
+    error 28)"); Python raises OSError."""
+    codes = {exc.errno} if isinstance(exc, OSError) and exc.errno is not None else set()
+    text = str(exc)
+    for code in DISK_FULL | NOT_WRITABLE:
+        if os.strerror(code) in text or f"(os error {code})" in text:
+            codes.add(code)
+    if codes & DISK_FULL:
+        return True
+    if codes & NOT_WRITABLE:
+        return False
+    return None
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """RocksDB's Status::Corruption: a checksum mismatch, a bad or truncated file, a missing table file,
+    an unreadable CURRENT or MANIFEST. Never a full or read-only disk (those keep the store)."""
+    return str(exc).startswith("Corruption:") and disk_refused(exc) is None
+
+
 def _key(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
 class PartitionStore:
-    """A partition's profiles: str keys, bytes values, committed in RocksDB plus staged writes."""
+    """A partition's profiles: str keys, bytes values, committed in RocksDB plus staged writes.
 
-    def __init__(self, path: Path, budget: StoreBudget, changelog_topic: str, partition: int) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+    `fault_hook` (tests only; the driver passes its own, which only code building a driver can set) is
+    called with "local_open" and "local_write" just before RocksDB opens the folder or writes a batch,
+    inside the error handling: raising there what RocksDB raises on a full disk acts as one."""
+
+    def __init__(self, path: Path, budget: StoreBudget, changelog_topic: str, partition: int,
+                 fault_hook: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.changelog_topic = changelog_topic
         self.partition = partition
+        self.fault_hook = fault_hook
         self._options = budget.options()
-        self.db = rocksdict.Rdict(str(path), self._options)
+        self.closed = False
+        self.db = self._open_verified()
         self.staged: dict[str, bytes | None] = {}  # None = delete
 
     # -- the engine's view --------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
         if key in self.staged:
             return self.staged[key]
-        return self.db.get(_key(key))
+        try:
+            return self.db.get(_key(key))
+        except Exception as exc:
+            raise self._failure(exc) from exc
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         """Every profile, staged writes included (one pass; used when a partition is assigned and when
-        definitions change)."""
+        definitions change). rocksdict's own `items()` ends early, without an error, where it meets a
+        corrupt block; this one checks the iterator's status at the end."""
         staged = self.staged
-        for raw_key, value in self.db.items():
-            if raw_key == OFFSET_KEY:
-                continue
-            key = raw_key.decode("utf-8", "surrogatepass")
-            if key in staged:
-                continue
-            yield key, value
+        iterator = self.db.iter()
+        iterator.seek_to_first()
+        while iterator.valid():
+            raw_key = iterator.key()
+            if raw_key != OFFSET_KEY:
+                key = raw_key.decode("utf-8", "surrogatepass")
+                if key not in staged:
+                    yield key, iterator.value()
+            iterator.next()
+        error = _iteration_error(iterator)
+        del iterator  # the database can only be closed once its iterators are gone
+        if error is not None:
+            raise self._failure(error) from error
         for key, value in list(staged.items()):
             if value is not None:
                 yield key, value
@@ -116,11 +192,14 @@ class PartitionStore:
         if next_changelog_offset is not None:
             batch.put(OFFSET_KEY, str(next_changelog_offset).encode())
         if not batch.is_empty():
-            self.db.write(batch)
+            self._write(batch)
         self.staged = {}
 
     def next_changelog_offset(self) -> int | None:
-        raw = self.db.get(OFFSET_KEY)
+        try:
+            raw = self.db.get(OFFSET_KEY)
+        except Exception as exc:
+            raise self._failure(exc) from exc
         return int(raw) if raw is not None else None
 
     def write_restored(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
@@ -132,14 +211,130 @@ class PartitionStore:
             else:
                 batch.put(key, value)
         batch.put(OFFSET_KEY, str(next_offset).encode())
-        self.db.write(batch)
+        self._write(batch)
 
     def wipe(self) -> None:
-        """Forget the local copy (it does not match the changelog any more); restore starts from zero."""
+        """Forget the local copy (it does not match the changelog any more); restore starts from zero.
+        Only for that reason: a full or read-only disk or a corrupt copy never comes here."""
         self.db.close()
         rocksdict.Rdict.destroy(str(self.path))
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.db = rocksdict.Rdict(str(self.path), self._options)
+        self.db = self._open()
 
     def close(self) -> None:
-        self.db.close()
+        """Close RocksDB. Never raises: after a failed write RocksDB refuses to close cleanly ("Writer has
+        previous error"), and a stop must not hide the error that caused it."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.db.close()
+        except Exception as exc:  # noqa: BLE001 - reported; the process is stopping or the copy is set aside
+            log.warning("partition %d: closing the local store at %s: %s", self.partition, self.path, exc)
+
+    # -- failures -------------------------------------------------------------------------------------
+    def _hook(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point)
+
+    def _write(self, batch: rocksdict.WriteBatch) -> None:
+        try:
+            self._hook("local_write")
+            self.db.write(batch)
+        except Exception as exc:
+            raise self._failure(exc) from exc
+
+    def _open(self) -> rocksdict.Rdict:
+        """Open (or create) the folder's RocksDB; a disk that refuses raises `LocalStateUnwritable`."""
+        try:
+            self._hook("local_open")
+            self.path.mkdir(parents=True, exist_ok=True)
+            db = rocksdict.Rdict(str(self.path), self._options)
+        except Exception as exc:
+            full = disk_refused(exc)
+            if full is None:
+                raise
+            raise LocalStateUnwritable(self.path, self.partition, full, str(exc)) from exc
+        self.closed = False
+        return db
+
+    def _open_verified(self) -> rocksdict.Rdict:
+        """Open the store and read every key once with checksums verified, bypassing the shared cache (about
+        0.04-0.25 s per 100,000 profiles), so that a corrupt copy is found before its changelog tail is
+        restored onto it. A corrupt copy is moved aside and an empty store is opened instead."""
+        try:
+            db = self._open()
+        except LocalStateUnwritable:
+            raise
+        except Exception as exc:
+            if not is_corruption(exc):
+                raise
+            self._set_aside(exc)
+            return self._open()
+        read = rocksdict.ReadOptions()
+        read.set_verify_checksums(True)
+        read.fill_cache(False)
+        iterator = db.iter(read)
+        iterator.seek_to_first()
+        while iterator.valid():
+            iterator.next()
+        error = _iteration_error(iterator)
+        del iterator
+        if error is None:
+            return db
+        self._close_quietly(db)
+        if not is_corruption(error):
+            raise error
+        self._set_aside(error)
+        return self._open()
+
+    def _failure(self, exc: Exception) -> Exception:
+        """The exception to raise for a failed RocksDB call while running: a disk that refuses writes
+        (`LocalStateUnwritable`, the copy kept), corruption (`LocalStateCorrupt`, the copy moved aside so
+        that the next start restores it), or the error itself."""
+        if isinstance(exc, (LocalStateUnwritable, LocalStateCorrupt)):
+            return exc
+        full = disk_refused(exc)
+        if full is not None:
+            return LocalStateUnwritable(self.path, self.partition, full, str(exc))
+        if not is_corruption(exc):
+            return exc
+        self.closed = True
+        self._close_quietly(self.db)
+        aside = self._set_aside(exc, "will be rebuilt from the changelog when the worker starts again")
+        return LocalStateCorrupt(f"partition {self.partition}: the local copy of its state was found corrupt while running "
+                                 f"({_one_line(exc)}) and moved to {aside}; the next start rebuilds it from the changelog "
+                                 f"{self.changelog_topic}")
+
+    def _close_quietly(self, db: rocksdict.Rdict) -> None:
+        try:
+            db.close()
+        except Exception:  # noqa: BLE001 - a corrupt or failed store may refuse to close; it is set aside anyway
+            pass
+
+    def _set_aside(self, exc: BaseException, rebuilt: str = "is being rebuilt from the changelog") -> Path:
+        """Move the corrupt copy to `<folder>.corrupt` (replacing an older one: one per partition, so
+        repeated corruption cannot fill the disk); the partition's folder is then free for a new copy."""
+        aside = self.path.with_name(self.path.name + CORRUPT_SUFFIX)
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(self.path, aside)
+        log.warning("partition %d: the local copy of its state at %s is corrupt (%s). It was moved to %s and the "
+                    "partition %s (%s). A disk that corrupts files may be failing: check it. Delete %s once it is "
+                    "no longer needed (to inspect it, or for a bug report)",
+                    self.partition, self.path, _one_line(exc), aside, rebuilt, self.changelog_topic, aside)
+        return aside
+
+
+def _iteration_error(iterator: rocksdict.RdictIter) -> Exception | None:
+    """Why an iteration ended early: rocksdict's iterators stop at an error (a corrupt block) without
+    raising, and only their status tells. The error is returned without its traceback, which would keep
+    the iterator alive, and the database open (RocksDB's lock held) with it."""
+    try:
+        iterator.status()
+    except Exception as exc:  # noqa: BLE001 - RocksDB's errors are plain Exceptions
+        return exc.with_traceback(None)
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

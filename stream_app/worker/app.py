@@ -22,6 +22,7 @@ from typing import Any
 
 from ..driver.clients import SlotConfig
 from ..driver.loop import DriverConfig, StreamDriver
+from ..driver.store import LocalStateCorrupt, LocalStateUnwritable
 from ..driver.transaction import SlotFenced
 from ..driver.web import health_app, serve
 from ..settings import Settings
@@ -105,6 +106,21 @@ def _warn_about_faust_state(settings: Settings) -> None:
                     "from the changelog); delete it to free the disk (docs/upgrading.md)", old)
 
 
+def disk_refused_message(settings: Settings, exc: LocalStateUnwritable) -> str:
+    """What an operator reads when the disk under STREAM_APP_DATA_DIR refuses a write (docs/reliability.md,
+    "Disk full"): what is wrong, how to fix it, and that nothing is lost."""
+    where = f"STREAM_APP_DATA_DIR={settings.data_dir.resolve()}"
+    if exc.full:
+        problem = f"the disk holding the local state ({where}) is full"
+        fix = "Free space on that disk or give the volume more, then start the worker again"
+    else:
+        problem = f"the local state ({where}) cannot be written: the disk is read-only or the worker's user may not write there"
+        fix = "Mount it read-write or give the worker's user write access to the folder, then start the worker again"
+    return (f"{problem}: RocksDB could not write partition {exc.partition}'s store at {exc.path} ({exc.detail}). {fix}. "
+            "Nothing committed is lost and the local state is kept as it is: the next start reads what it misses "
+            "from the changelog")
+
+
 def run_worker(settings: Settings, fault_hook: Any = None) -> None:
     """`fault_hook`: tests only (tests/crash_worker.py); the command line never passes one."""
     from ..kafka_security import KafkaAccessError, check_access
@@ -140,6 +156,12 @@ def run_worker(settings: Settings, fault_hook: Any = None) -> None:
         driver.run(stop)
     except SlotFenced as exc:
         log.error("this process slot (%s) can no longer produce: %s; exiting with status %d", settings.slot_id, exc, EXIT_RESTART)
+        raise SystemExit(EXIT_RESTART) from None
+    except LocalStateUnwritable as exc:
+        log.error("%s; exiting with status %d", disk_refused_message(settings, exc), EXIT_RESTART)
+        raise SystemExit(EXIT_RESTART) from None
+    except LocalStateCorrupt as exc:
+        log.error("%s; exiting with status %d", exc, EXIT_RESTART)
         raise SystemExit(EXIT_RESTART) from None
     except Exception:
         log.exception("the worker stopped on an error; exiting with status %d. Nothing uncommitted was kept: the next "
