@@ -1,7 +1,7 @@
 """Throughput, latency, memory and state size of the worker against raw consumption, textbook Faust and
 Quix Streams, on the real local broker, in one run (issue #3).
 
-    .venv/bin/python benchmarks/throughput.py --preset smoke|small|default|large [--systems a,b,c,d]
+    .venv/bin/python benchmarks/throughput.py --preset smoke|small|default|large [--systems a,b,c,d,d2,b2,dx2,d2x2]
                                               [--scaling] [--out DIR]
     (also: stream-app bench ...)
 
@@ -12,7 +12,11 @@ Quix Streams, on the real local broker, in one run (issue #3).
 2. Each system, one after another, reads that topic with its own consumer group / app id:
    (a) raw aiokafka getmany + msgpack decode, no processing (benchmarks/peers/raw_limit.py);
    (b) this project: `python -m stream_app worker`, every segment of the default catalog, exactly once;
-   (c) textbook Faust (benchmarks/peers/textbook_faust.py); (d) Quix Streams (benchmarks/peers/quix_app.py).
+   (c) textbook Faust (benchmarks/peers/textbook_faust.py); (d) Quix Streams (benchmarks/peers/quix_app.py);
+   (d2) Quix Streams with processing_guarantee="exactly-once";
+   (b2) our worker with `--processes 2`; (dx2) and (d2x2): (d) and (d2) as two processes in one group.
+   Our worker's ratio per process count is taken against the faster of (d) and (d2) (one process) or of
+   (dx2) and (d2x2) (two).
    Throughput = input offsets committed between the first and the last committed offset / that time;
    "done" = every input offset committed and every transition readable (read_committed).
 3. Latency: the system then gets live traffic at half its measured throughput (new users' `Signed In`,
@@ -66,7 +70,12 @@ PRESETS = {  # users (the generator makes about 11.4 events per user), latency p
     "large": dict(users=400_000, latency_s=20, scaling=(10_000, 100_000, 1_000_000), scaling_active=40_000),
 }
 NAMES = {"a": "raw aiokafka getmany + msgpack (limit)", "b": "stream-app worker (this project)",
-         "b0": "stream-app worker, allowance 0 (latency only)", "c": "textbook Faust", "d": "Quix Streams"}
+         "b0": "stream-app worker, allowance 0 (latency only)", "c": "textbook Faust", "d": "Quix Streams",
+         "d2": "Quix Streams, exactly-once", "b2": "stream-app worker --processes 2",
+         "dx2": "Quix Streams, 2 processes", "d2x2": "Quix Streams exactly-once, 2 processes"}
+PROCESSES = {"b2": 2, "dx2": 2, "d2x2": 2}  # engine processes of a system (else 1)
+# what each of our systems is compared with: the faster Quix Streams at the same process count
+QUIX_PEERS = {"b": ("d", "d2"), "b2": ("dx2", "d2x2")}
 
 
 def log(*args: Any) -> None:
@@ -235,10 +244,11 @@ class Bench:
         transitions = f"{app_id}.transitions"
         data = self.work / f"state-{key}"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if key in ("b", "b0"):
-            app_id = f"bench-b-{self.tag}"
-            transitions = f"{app_id}.transitions"
-            data = self.work / "state-b"
+        if key in ("b", "b0", "b2"):
+            if key != "b2":  # b0 runs on b's state
+                app_id = f"bench-b-{self.tag}"
+                transitions = f"{app_id}.transitions"
+                data = self.work / "state-b"
             env.update(KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, STREAM_APP_ID=app_id, STREAM_APP_INPUT_TOPIC=self.input_topic,
                        STREAM_APP_TRANSITIONS_TOPIC=transitions, STREAM_APP_MEMBERSHIPS_TOPIC=f"{app_id}.memberships",
                        STREAM_APP_DLQ_TOPIC=f"{app_id}.dlq", STREAM_APP_DATA_DIR=str(data), STREAM_APP_WEB_PORT=str(free_port()),
@@ -248,13 +258,15 @@ class Bench:
                        STREAM_APP_BACKFILL_AGE_MS=str(200 * DAY_MS))
             if key == "b0":
                 env["STREAM_APP_LATENESS_MS"] = "0"
-            return [sys.executable, "-m", "stream_app", "worker"], env, app_id, transitions, data
+            return [sys.executable, "-m", "stream_app", "worker", "--processes", str(PROCESSES.get(key, 1))], env, app_id, transitions, data
         env.update(BENCH_BOOTSTRAP=self.bootstrap, BENCH_APP_ID=app_id, BENCH_INPUT=self.input_topic, BENCH_TRANSITIONS=transitions,
                    BENCH_PARTITIONS=str(PARTITIONS), BENCH_DATA_DIR=str(data), BENCH_WEB_PORT=str(free_port()),
                    BENCH_BACKFILL_END=json.dumps(end_offsets(self.bootstrap, self.input_topic)))
         if key == "c":
             env["BENCH_TIMER_INTERVAL"] = str(self.timer_interval)
             return [sys.executable, str(PEERS / "textbook_faust.py"), "worker", "-l", "warn"], env, app_id, transitions, data
+        if key in ("d2", "d2x2"):
+            env["BENCH_PROCESSING_GUARANTEE"] = "exactly-once"
         return [sys.executable, str(PEERS / "quix_app.py")], env, app_id, transitions, data
 
     def run_limit(self) -> Run:
@@ -278,9 +290,13 @@ class Bench:
         reader.start()
         logfile = self.work / f"{key}.log"
         run.log = str(logfile)
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=open(logfile, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        rss = RssWatch(proc.pid)
-        rss.start()
+        copies = 1 if key.startswith("b") else PROCESSES.get(key, 1)  # our worker runs its processes itself
+        procs = [subprocess.Popen(cmd, env=dict(env, BENCH_DATA_DIR=str(data / f"process-{i}"), BENCH_WEB_PORT=str(free_port())) if copies > 1 else env,
+                                  cwd=REPO, stdout=open(logfile, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+                 for i in range(copies)]
+        rsses = [RssWatch(proc.pid) for proc in procs]
+        for rss in rsses:
+            rss.start()
         watch = CommitWatch(self.bootstrap, group, self.input_topic)
         total = sum(end_offsets(self.bootstrap, self.input_topic).values())
         started = time.time()
@@ -289,8 +305,8 @@ class Bench:
             done_input_t = None
             last_c, last_progress = 0, time.time()
             while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"system {key} exited with {proc.returncode}; see {logfile}")
+                if any(proc.poll() is not None for proc in procs):
+                    raise RuntimeError(f"system {key} exited with {[p.returncode for p in procs]}; see {logfile}")
                 if time.time() - started > timeout_s:
                     raise RuntimeError(f"system {key} did not finish in {timeout_s} s; see {logfile}")
                 committed = watch.committed()
@@ -316,11 +332,13 @@ class Bench:
             if latency_s > 0:
                 self.latency_phase(run, reader, latency_s)
         finally:
-            stop_process(proc)
-            rss.stopping.set()
+            for proc in procs:
+                stop_process(proc)
+            for rss in rsses:
+                rss.stopping.set()
             watch.close()
             reader.stop()
-        run.rss_peak = rss.peak
+        run.rss_peak = sum(rss.peak for rss in rsses)  # each peak counted: an upper bound of the processes' sum
         with reader.lock:
             records = [r for _, r in reader.records]
         run.transitions_total = len(records)
@@ -420,7 +438,7 @@ def encoded_state_mean(key: str, data: Path) -> float | None:
 
 
 def compare(runs: dict[str, Run]) -> bool:
-    keys = [k for k in ("b", "c", "d") if k in runs]
+    keys = [k for k in ("b", "b2", "c", "d", "d2", "dx2", "d2x2") if k in runs]
     rows = sorted(set().union(*(runs[k].counts for k in keys))) if keys else []
     width = max([len(r) for r in rows] + [20])
     print(f"\n{'transitions (backfill users)':<{width}} " + " ".join(f"{k:>9}" for k in keys))
@@ -439,9 +457,9 @@ def compare(runs: dict[str, Run]) -> bool:
 
 def report(runs: dict[str, Run], users: int) -> str:
     a = runs.get("a")
-    lines = ["| system | events/s | ratio to (a) | done after (s) | p50 / p99 latency at half load (ms) | peak RSS (MiB) | state on disk / user (B) | encoded state / user (B) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for key in ("a", "b", "b0", "c", "d"):
+    lines = ["| system | events/s | ratio to (a) | ratio to the faster Quix, same processes | done after (s) | p50 / p99 latency at half load (ms) | peak RSS (MiB) | state on disk / user (B) | encoded state / user (B) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key in ("a", "b", "b0", "b2", "c", "d", "d2", "dx2", "d2x2"):
         run = runs.get(key)
         if run is None:
             continue
@@ -452,7 +470,9 @@ def report(runs: dict[str, Run], users: int) -> str:
         disk = f"{run.state_disk_bytes / users:,.0f}" if run.state_disk_bytes and key != "b0" else ""
         enc = f"{run.state_encoded_mean:,.0f}" if run.state_encoded_mean and key != "b0" else ""
         done = f"{run.done_seconds:.1f}" if key != "b0" else ""
-        lines.append(f"| ({key}) {NAMES[key]} | {rate} | {ratio} | {done} | {lat} | {run.rss_peak / 2**20:,.0f} | {disk} | {enc} |")
+        quix = [runs[k].rate for k in QUIX_PEERS.get(key, ()) if k in runs and runs[k].rate]
+        to_quix = f"**{run.rate / max(quix):.2f}**" if quix else ""
+        lines.append(f"| ({key}) {NAMES[key]} | {rate} | {ratio} | {to_quix} | {done} | {lat} | {run.rss_peak / 2**20:,.0f} | {disk} | {enc} |")
     return "\n".join(lines)
 
 
@@ -547,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--users", type=int, help="override the preset's user count")
-    parser.add_argument("--systems", default="a,b,c,d", help="comma separated subset of a,b,c,d")
+    parser.add_argument("--systems", default="a,b,c,d,d2,b2,dx2,d2x2",
+                        help="comma separated subset of a,b,c,d,d2,b2,dx2,d2x2 (b2, dx2, d2x2: two processes each)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--scaling", action="store_true", help="also our throughput at 3 tracked-user counts, with a PNG")
@@ -563,7 +584,11 @@ def main(argv: list[str] | None = None) -> int:
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
-        broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
+        # a system's two processes start together: with the broker's usual 3 s initial rebalance delay they
+        # join the group's first generation, so no partition moves mid-run (the Quix peer keeps its timers'
+        # heap in process memory and never rebuilds it)
+        broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port(),
+                            overrides={"group.initial.rebalance.delay.ms": "3000"})
         log("starting the local broker")
         broker.start()
         bootstrap = broker.bootstrap

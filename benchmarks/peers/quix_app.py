@@ -1,6 +1,7 @@
 """Peer (d): the catalog's Cart, Intent and Lifecycle segments on Quix Streams, with its own state
 (``StreamingDataFrame.apply(..., stateful=True)``: RocksDB per partition plus a changelog topic) and its
-documented defaults (at-least-once, 5 s commit interval). The only settings changed are the broker, the
+documented defaults (at-least-once, 5 s commit interval); systems (d2) and (d2x2) set
+``processing_guarantee="exactly-once"`` (BENCH_PROCESSING_GUARANTEE). The only other settings changed are the broker, the
 consumer group, ``auto_offset_reset="earliest"`` (the default "latest" would skip the backfill), the
 state directory and the log level.
 
@@ -69,6 +70,7 @@ app = Application(
     consumer_group=GROUP,
     auto_offset_reset="earliest",
     state_dir=os.environ.get("BENCH_DATA_DIR", "var/quix-peer"),
+    processing_guarantee=os.environ.get("BENCH_PROCESSING_GUARANTEE", "at-least-once"),
     loglevel="WARNING",
 )
 events = app.topic(os.environ.get("BENCH_INPUT", "clickstream.events"), key_deserializer="bytes", value_deserializer=MsgPackDeserializer())
