@@ -246,3 +246,29 @@ def test_a_really_full_disk_is_reported_as_full_and_the_store_kept(tmp_path):
     assert seen["write"][0] is True and "No space left on device" in seen["write"][1], seen
     assert seen["open in-0"][0] is True and seen["open in-1"][0] is True, seen
     assert seen["kept"] is True, seen
+
+
+def test_a_store_another_process_holds_is_refused_with_what_to_do_and_kept(tmp_path):
+    from stream_app.driver.store import LocalStateInUse
+
+    first = store_with_profiles(tmp_path / "p0")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time, rocksdict
+        db = rocksdict.Rdict({str(tmp_path / 'p1')!r})
+        print("held", flush=True)
+        time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LocalStateInUse) as other_process:
+            PartitionStore(tmp_path / "p1", budget(), "app-profiles-changelog", 1)
+        with pytest.raises(LocalStateInUse) as this_process:
+            PartitionStore(tmp_path / "p0", budget(), "app-profiles-changelog", 0)
+    finally:
+        holder.kill()
+        holder.wait()
+    for refused in (other_process.value, this_process.value):
+        assert "in use by another process" in str(refused) and "STREAM_APP_DATA_DIR" in str(refused)
+    assert not (tmp_path / "p0.corrupt").exists() and not (tmp_path / "p1.corrupt").exists()
+    assert dict(first.items())  # the store in use is untouched
+    first.close()

@@ -90,6 +90,22 @@ class LocalStateCorrupt(Exception):
     start restores the partition from its changelog."""
 
 
+class LocalStateInUse(Exception):
+    """Another process holds the partition store's RocksDB lock: two workers share one data folder."""
+
+    def __init__(self, path: Path, partition: int, detail: str) -> None:
+        self.path, self.partition = path, partition
+        super().__init__(f"partition {partition}'s local state at {path} is in use by another process ({detail}). Each "
+                         "worker process needs a data folder of its own: give each one its own STREAM_APP_DATA_DIR, or "
+                         "run one `stream-app worker --processes N`, which gives each of its processes one")
+
+
+def in_use(exc: BaseException) -> bool:
+    """RocksDB's answer when another process (or another handle in this one) holds the folder's LOCK file."""
+    text = str(exc)
+    return "/LOCK" in text and ("lock hold by" in text or "Resource temporarily unavailable" in text or "While lock file" in text)
+
+
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -250,6 +266,8 @@ class PartitionStore:
             self.path.mkdir(parents=True, exist_ok=True)
             db = rocksdict.Rdict(str(self.path), self._options)
         except Exception as exc:
+            if in_use(exc):
+                raise LocalStateInUse(self.path, self.partition, _one_line(exc)) from exc
             full = disk_refused(exc)
             if full is None:
                 raise
@@ -263,7 +281,7 @@ class PartitionStore:
         restored onto it. A corrupt copy is moved aside and an empty store is opened instead."""
         try:
             db = self._open()
-        except LocalStateUnwritable:
+        except (LocalStateUnwritable, LocalStateInUse):
             raise
         except Exception as exc:
             if not is_corruption(exc):

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..driver.clients import SlotConfig
 from ..driver.loop import DriverConfig, StreamDriver
-from ..driver.store import LocalStateCorrupt, LocalStateUnwritable
+from ..driver.store import LocalStateCorrupt, LocalStateInUse, LocalStateUnwritable
 from ..driver.transaction import SlotFenced
 from ..driver.web import health_app, serve
 from ..settings import Settings
@@ -160,7 +160,7 @@ def run_worker(settings: Settings, fault_hook: Any = None) -> None:
     except LocalStateUnwritable as exc:
         log.error("%s; exiting with status %d", disk_refused_message(settings, exc), EXIT_RESTART)
         raise SystemExit(EXIT_RESTART) from None
-    except LocalStateCorrupt as exc:
+    except (LocalStateCorrupt, LocalStateInUse) as exc:
         log.error("%s; exiting with status %d", exc, EXIT_RESTART)
         raise SystemExit(EXIT_RESTART) from None
     except Exception:
