@@ -26,7 +26,11 @@ kill9: while the worker runs (with a light background input, --trickle events/s,
   (init_transactions, which aborts the dead process's open transaction), changelog tail restored,
   partitions assigned; and /readyz.
 
-    .venv/bin/python benchmarks/recovery_time.py [--mode lost-disk|kill9|both] [--users 100000]
+failover: a member lost for good, without standby copies (issue #14): a second worker joins and takes part
+  of the partitions, the first is killed with SIGKILL and not started again; from its session's expiry
+  to the last fresh user's transition on its partitions (restore of their whole changelog included).
+
+    .venv/bin/python benchmarks/recovery_time.py [--mode lost-disk|kill9|both|failover] [--users 100000]
         [--events-per-user 2] [--rounds 3] [--trickle 100]
 
 Uses a private local broker on free ports unless KAFKA_BOOTSTRAP_SERVERS is set.
@@ -420,9 +424,80 @@ def kill9(bench: Bench, producer: Input, worker: Worker, users: int, round_no: i
     return worker, result
 
 
+def log_after(path: Path, since: float) -> dict:
+    """What a worker's log says after `since` (epoch s): its first assignment, the restores and rebuilds."""
+    found = {"assigned": None, "owned": [], "records": 0, "restore_s": 0.0, "profiles": 0, "rebuild_s": 0.0}
+    for line in path.read_text(errors="replace").splitlines():
+        at = log_time(line)
+        if at is None or at < since:
+            continue
+        if (match := ASSIGNED.search(line)) and found["assigned"] is None:
+            found["assigned"] = at
+            found["owned"] = [int(p) for p in match.group(2).split(",") if p.strip()]
+        elif match := RESTORED.search(line):
+            found["records"] += int(match.group(2))
+            found["restore_s"] += float(match.group(3))
+        elif match := REBUILT.search(line):
+            found["profiles"] += int(match.group(2))
+            found["rebuild_s"] += float(match.group(3))
+    return found
+
+
+def failover(bench: Bench, producer: Input, worker: Worker, users: int) -> tuple[Worker, dict]:
+    """A member lost for good, without standby copies: a second worker (its own slot and folder) joins and
+    takes part of the partitions, then the first is killed and not started again. Its partitions move to
+    the second once its session expires; the second restores their whole changelog and rebuilds their
+    schedule. Fresh users' events (60 s old: applied as soon as they are consumed) produced right after
+    the kill land on every partition; the failover ends when the last one's transition is readable."""
+    partitions = bench.settings.partitions
+    session_s = float(WORKER_ENV["STREAM_APP_SESSION_TIMEOUT_S"])
+    second = Worker(bench, bench.work / "second", name="second", **WORKER_ENV)
+
+    def split() -> bool:
+        mine, theirs = worker.metric("stream_app_assigned_input_partitions"), second.metric("stream_app_assigned_input_partitions")
+        return mine > 0 and theirs > 0 and mine + theirs == partitions and http_ok(second, "/readyz") and http_ok(worker, "/readyz")
+
+    second.wait_until(split, 900, "the partitions split between the two workers")
+    moving = int(worker.metric("stream_app_assigned_input_partitions"))
+    reader = Transitions(bench)
+    try:
+        time.sleep(2)
+        killed_wall, killed = time.time(), time.monotonic()
+        worker.kill9()
+        fresh = [fresh_user("failover", i) for i in range(8 * partitions)]  # some on every partition
+        now = int(time.time() * 1000)
+        for user in fresh:
+            producer.send(user, event(user, "Signed In", f"{user}-0", now - 60_000))
+        producer.flush()
+        deadline = killed + 900
+        while any(user not in reader.seen for user in fresh):
+            reader.poll(0.02)
+            if not second.alive():
+                raise SystemExit(f"the second worker exited with {second.proc.returncode}; see {second.log_path}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not every fresh user's transition within 900 s of the kill; see {second.log_path}")
+    finally:
+        reader.close()
+    last = max(reader.seen[user][0] for user in fresh) - killed
+    after = log_after(second.log_path, killed_wall)
+    assigned_s = None if after["assigned"] is None else after["assigned"] - killed_wall
+    result = {"users": users, "session_timeout_s": session_s, "moved_partitions": moving, "assigned_s": assigned_s,
+              "records": after["records"], "restore_s": after["restore_s"], "profiles": after["profiles"],
+              "rebuild_s": after["rebuild_s"], "last_transition_s": last, "from_session_expiry_s": last - session_s}
+    print(f"\nfailover, a member lost for good ({users} users, {moving} of {partitions} partitions move; no standby copies):")
+    print(f"  killed -> session expired {session_s:.0f} s (STREAM_APP_SESSION_TIMEOUT_S) -> moved partitions assigned to the "
+          f"survivor {'-' if assigned_s is None else f'{assigned_s:.2f} s'}")
+    print(f"  restore: {after['records']} records in {after['restore_s']:.2f} s; schedule rebuilt for {after['profiles']} profiles "
+          f"in {after['rebuild_s']:.2f} s")
+    print(f"  killed -> the last fresh user's transition readable {last:.2f} s; from the session's expiry "
+          f"{last - session_s:.2f} s", flush=True)
+    return second, result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("lost-disk", "kill9", "both"), default="both")
+    parser.add_argument("--mode", choices=("lost-disk", "kill9", "both", "failover"), default="both",
+                        help="both = lost-disk and kill9; failover = a member lost for good (a second worker takes over)")
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--events-per-user", type=int, default=2)
     parser.add_argument("--partitions", type=int, default=6)
@@ -441,6 +516,8 @@ def main() -> int:
         worker = load(bench, producer, args.users, args.events_per_user, data_dir)
         if args.mode in ("lost-disk", "both"):
             worker, results["lost_disk"] = lost_disk(bench, producer, worker, args.users)
+        if args.mode == "failover":
+            worker, results["failover"] = failover(bench, producer, worker, args.users)
         if args.mode in ("kill9", "both"):
             for round_no in range(1, args.rounds + 1):
                 worker, result = kill9(bench, producer, worker, args.users, round_no, args.trickle)
