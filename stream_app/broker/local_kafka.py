@@ -1,4 +1,6 @@
 """Fetch, format, start and stop a local Apache Kafka broker (combined broker + controller, KRaft).
+A node of a several-node cluster on loopback is the same class (``node_id``, ``quorum_voters``, ``cluster_id``;
+``stream_app/broker/cluster.py`` puts three together).
 
 Maven resolves ``org.apache.kafka:kafka_2.13`` and its runtime dependencies from the package's ``broker/pom.xml``
 (``deploy/kafka/pom.xml`` in a checkout)
@@ -134,8 +136,8 @@ def _cluster_id() -> str:
 
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={quorum_voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -211,8 +213,16 @@ class LocalKafka:
     scram_credentials: tuple[str, ...] = ()
     # the broker version; None: kafka_version() ($STREAM_APP_KAFKA_VERSION, else the pom's default)
     version: str | None = None
+    # a node of a cluster (stream_app/broker/cluster.py): its id, the static quorum of every controller
+    # ("1@127.0.0.1:9093,2@..."; None: this node alone) and the one cluster id all of them are formatted with
+    # (None: a new one at the first format)
+    node_id: int = 1
+    quorum_voters: str | None = None
+    cluster_id: str | None = None
     # set by format() when a 4.x broker is about to run on data of 3.x; start() then finalizes the features
     _upgrade_features: bool = field(default=False, init=False, repr=False)
+    # the broker process launch() started (None: not started by this object)
+    _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # checked by format() (through fetch_kafka), so that a bad $STREAM_APP_KAFKA_VERSION is a BrokerError
@@ -274,7 +284,9 @@ class LocalKafka:
         config = self.data_dir / "server.properties"
         properties = SERVER_PROPERTIES + (SERVER_PROPERTIES_4X if self.major >= 4 else "")
         config.write_text(_with_overrides(
-            properties.format(port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "logs"),
+            properties.format(port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "logs",
+                              node_id=self.node_id,
+                              quorum_voters=self.quorum_voters or f"{self.node_id}@127.0.0.1:{self.controller_port}"),
             self.overrides))
         template = LOG4J2_PROPERTIES if self.major >= 4 else LOG4J_PROPERTIES
         self._log_config.write_text(template.format(log_file=self.log_file))
@@ -289,7 +301,7 @@ class LocalKafka:
             return
         scram = [arg for credential in self.scram_credentials for arg in ("--add-scram", credential)]
         for attempt in range(3):
-            cluster_id = _cluster_id()
+            cluster_id = self.cluster_id or _cluster_id()
             # static quorum (controller.quorum.voters): 3.x and 4.x both format it without
             # --standalone / --initial-controllers, which are for a dynamic quorum (KIP-853)
             proc = subprocess.run(
@@ -342,18 +354,33 @@ class LocalKafka:
             return None
 
     def start(self, timeout: float = 90.0) -> None:
+        """Format on first use, start the broker and wait until it serves (nothing to do if it runs)."""
+        if self.launch():
+            self.wait_until_serving(timeout)
+
+    def launch(self) -> bool:
+        """Format on first use and start the broker process without waiting for it (a node of a cluster
+        serves only once a quorum of its controllers runs). False if it already runs and serves."""
         if self.running_pid() is not None and port_open("127.0.0.1", self.port):
-            return
+            return False
         for p in (self.port, self.controller_port):
             if port_open("127.0.0.1", p):
                 raise BrokerError(f"port {p} on 127.0.0.1 is taken; stop what uses it or set STREAM_APP_KAFKA_PORT")
         self.format()
-        out = open(self.data_dir / "broker.stdout", "ab")
-        proc = subprocess.Popen(
-            self._java("kafka.Kafka", str(self.data_dir / "server.properties")),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.pid_file.write_text(str(proc.pid))
+        with open(self.data_dir / "broker.stdout", "ab") as out:
+            self._process = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.data_dir / "server.properties")),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.pid_file.write_text(str(self._process.pid))
+        return True
+
+    def wait_until_serving(self, timeout: float = 90.0) -> None:
+        """Wait until the broker that launch() started answers a metadata request; stop it and raise
+        BrokerError if it exits or does not answer within `timeout`."""
+        proc = self._process
+        if proc is None:
+            raise BrokerError(f"the broker in {self.data_dir} was not launched by this object")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -391,28 +418,49 @@ class LocalKafka:
             admin.close()
 
     def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (a controlled shutdown), then SIGKILL if it still runs after `timeout`."""
+        self.send_signal(signal.SIGTERM)
+        self.wait_stopped(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as `kill -9`: no controlled shutdown, nothing flushed."""
+        self.send_signal(signal.SIGKILL)
+        self.wait_stopped(10.0)
+
+    def send_signal(self, sig: int) -> None:
+        """Send `sig` to the broker's process group (nothing if it does not run)."""
         pid = self.running_pid()
         if pid is None:
             return
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, sig)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-                # reap if it is our child
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
+
+    def wait_stopped(self, timeout: float = 30.0) -> None:
+        """Wait until the broker's process is gone; SIGKILL it after `timeout`."""
+        pid = self.running_pid()
+        if pid is not None and not _exited(pid, timeout):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            _exited(pid, 10.0)
         self.pid_file.unlink(missing_ok=True)
+
+
+def _exited(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` for process `pid` to end (reaping it if it is this process's child)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)

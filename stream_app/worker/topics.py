@@ -13,6 +13,9 @@ from ..settings import Settings
 from .population_exchange import population_topic
 
 log = logging.getLogger(__name__)
+# Only the cleanup policy is set per topic. Replication: STREAM_APP_REPLICATION_FACTOR, by default -1, which
+# CreateTopics (Kafka 2.4+, KIP-464) resolves to the cluster's default.replication.factor; min.insync.replicas
+# and everything else come from the brokers' defaults.
 COMPACTED = {"cleanup.policy": "compact"}
 
 
@@ -48,7 +51,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-        log.info("created topics: %s", ", ".join(t.topic for t in missing))
+        log.info("created topics: %s (replication factor %s)", ", ".join(t.topic for t in missing),
+                 "of the cluster's default" if settings.replication_factor == -1 else settings.replication_factor)
     count = _partition_count(admin, settings.input_topic, timeout_s)
     if count != settings.partitions:
         raise SystemExit(f"topic {settings.input_topic} has {count} partitions but STREAM_APP_PARTITIONS={settings.partitions}; "
