@@ -67,8 +67,10 @@ class Supervised:
             log = self.worker.log()
             assert proc.returncode != 0, f"the worker stopped by itself with status 0:\n{log[-3000:]}"
             self.dead_logs.append(log)
-            errors = re.findall(r"\[ERROR\] (.*)", log)
-            self.restarts.append(f"exit {proc.returncode}: {errors[-1] if errors else 'no error logged'}")
+            # the worker's own last word (it names the status it exits with), not librdkafka's connection noise
+            errors = re.findall(r"\[(?:ERROR|CRITICAL)\] (.*)", log)
+            own = [e for e in errors if "status 70" in e or "Exiting with status" in e]
+            self.restarts.append(f"exit {proc.returncode}: {(own or errors or ['no error logged'])[-1]}")
             self.worker = WorkerProcess(self.names, self.data_dir).start()
         return self
 
