@@ -34,6 +34,13 @@ class Scenario:
     def produce(self, bootstrap: str, topic: str) -> None:
         produce(bootstrap, topic, self.messages())
 
+    def decide_history(self, names: Names, data_dir: Path) -> None:
+        """A worker decides the whole scenario as history (its backfill drained) and stops cleanly."""
+        first = WorkerProcess(names, data_dir).start()
+        self.produce(names.bootstrap, names.input)
+        wait_for(lambda: everything_committed(names), 180, "the history decided and its backfill drained")
+        assert first.stop() == 0, first.log()[-3000:]
+
     def finish_and_compare(self, names: Names, *workers: "Supervised", timeout: float = 240) -> dict[str, Any]:
         """Wait (never sleep) until the group has committed all input and the backfill drained, stop the
         workers, and compare their whole output with the replay's."""

@@ -20,8 +20,7 @@ import time
 import pytest
 
 from .fault_harness import Pacer, Scenario, Supervised, consumed, ticking
-from .helpers import Names, WorkerProcess, encode, produce, track, wait_for
-from .output_check import everything_committed
+from .helpers import Names, encode, produce, track, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -59,10 +58,7 @@ def test_a_crash_during_a_restore_changes_nothing_in_the_output(kafka_bootstrap,
     names.create_topics()
     scenario = Scenario(seed=62, users=600)
     data_dir = tmp_path / "w"
-    first = WorkerProcess(names, data_dir).start()
-    scenario.produce(kafka_bootstrap, names.input)
-    wait_for(lambda: everything_committed(names), 180, "the history decided and its backfill drained")
-    assert first.stop() == 0, first.log()[-3000:]
+    scenario.decide_history(names, data_dir)
     shutil.rmtree(data_dir)  # the disk is lost: the next start restores every partition from the changelog
     worker = Supervised(names, data_dir, crash_at=("restore_chunk", 1))
     try:
