@@ -93,13 +93,20 @@ def test_a_status_a_restart_cannot_mend_stops_every_process(kafka_bootstrap, tmp
 def test_processes_stop_themselves_when_their_supervisor_is_killed(kafka_bootstrap, tmp_path):
     names = Names(kafka_bootstrap, partitions=2)
     names.create_topics()
-    pod = supervisor(names, tmp_path / "w", 2)
+    pod = WorkerProcess(names, tmp_path / "w")  # STREAM_APP_PROCESSES instead of --processes
+    pod.start_env = {"STREAM_APP_PROCESSES": "2"}
+    pod.start()
+    kids: list[int] = []
     try:
         wait_for(lambda: metric(pod, "stream_app_process_ready") == 2, 90, "two ready engine processes")
         kids = children(pod.proc.pid)
+        assert len(kids) == 2 and not any(children(kid) for kid in kids)  # engine processes, not supervisors
         os.kill(pod.proc.pid, signal.SIGKILL)
         pod.proc.wait(10)
         wait_for(lambda: not any(running(pid) for pid in kids), 40, "the orphaned engine processes to stop")
     finally:
         pod.stop()
+        for kid in kids:  # whatever still runs must not outlive the test
+            if running(kid):
+                os.kill(kid, signal.SIGKILL)
     assert pod.log().count("the supervisor (pid") == 2

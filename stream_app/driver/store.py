@@ -53,9 +53,10 @@ class StoreBudget:
     def options(self) -> rocksdict.Options:
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
-        # not set_paranoid_checks(True): with it, a write on a full disk blocked for good (measured on a full
-        # tmpfs, rocksdict 0.3.29) instead of failing; a corrupt file already fails the open without it, and
-        # a corrupt block is found by the check at open (PartitionStore._open_verified)
+        # paranoid_checks stays at RocksDB's default (on, per the OPTIONS file); rocksdict's explicit
+        # set_paranoid_checks(True) made a write on a full disk block for good (measured on a full tmpfs,
+        # rocksdict 0.3.29) instead of failing. A corrupt file fails the open, and a corrupt block is found
+        # by the check at open (PartitionStore._open_verified)
         options.set_max_open_files(256)
         options.set_write_buffer_size(self.write_buffer_size)
         options.set_max_write_buffer_number(2)

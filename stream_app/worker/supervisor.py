@@ -13,14 +13,15 @@ cooperative-sticky). Each child is a whole worker with a process slot of its own
 predecessor and resumes exactly where it committed (docs/reliability.md).
 
 - **Restarts.** A child that exits with the restart status (70) or is killed by a signal is started
-  again after a backoff (1 s, doubling to 60 s; back to 1 s once it has run a minute). Any other status
-  is a mistake a restart cannot mend (bad credentials, a partition count that does not match): every
-  child is stopped and the supervisor exits with that status.
+  again after a backoff (1 s, doubling to 60 s; back to 1 s once it has run a minute), and so is one
+  that stopped by itself with status 0. Any other status is a mistake a restart cannot mend (bad
+  credentials, a partition count that does not match): every child is stopped and the supervisor exits
+  with that status.
 - **Stopping.** SIGTERM, SIGINT or SIGHUP go to every child, which commits and stops; a child still
   running after the grace period (`STREAM_APP_STOP_GRACE_S`) is killed. A child whose supervisor has
   gone stops itself (`process_control.stop_when_orphaned`).
-- **Metrics.** The children write their metrics to files in `<data dir>/metrics`
-  (prometheus-client's multiprocess mode); the supervisor's `/metrics` adds them up: counters and
+- **Metrics.** The children write their metrics to files in a folder of this run on tmpfs
+  (`/dev/shm/stream-app-metrics-*`, removed at exit; prometheus-client's multiprocess mode); the supervisor's `/metrics` adds them up: counters and
   histograms summed, gauges as each one's `multiprocess_mode` says. `process_*` metrics are the sum
   over the supervisor and its live children (memory and CPU of the whole pod).
 """
@@ -33,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,7 +69,13 @@ class Child:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        process = self.process  # read once: the supervisor's loop may clear it meanwhile (HTTP thread)
+        return process is not None and process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        process = self.process
+        return process.pid if process is not None and process.poll() is None else None
 
 
 def restartable(status: int) -> bool:
@@ -81,7 +89,9 @@ class Supervisor:
             raise ValueError("--processes must be at least 1")
         self.settings = settings
         self.command = command or [sys.executable, "-m", "stream_app", "worker"]
-        self.metrics_dir = settings.data_dir / "metrics"
+        # the processes' metric files: a fresh folder per run, on tmpfs where there is one (a full data disk
+        # must not break the metrics, and two supervisors must not share files); removed at exit
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="stream-app-metrics-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         self.children = [Child(i, f"{settings.slot_id}-{i}", settings.data_dir / f"process-{i}") for i in range(processes)]
         self.stop = threading.Event()
         self.status = 0
@@ -90,6 +100,7 @@ class Supervisor:
     def child_env(self, child: Child) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
+            "STREAM_APP_PROCESSES": "1",  # a child is one engine process, never a supervisor itself
             "STREAM_APP_INSTANCE_ID": child.slot_id,
             "STREAM_APP_DATA_DIR": str(child.data_dir),
             "STREAM_APP_WEB_PORT": "0",  # the supervisor serves the pod's port; a child's own is ephemeral
@@ -99,7 +110,9 @@ class Supervisor:
         return env
 
     def start(self, child: Child) -> None:
-        child.process = subprocess.Popen(self.command, env=self.child_env(child))
+        # a session of its own: a signal to the supervisor's process group (Ctrl-C, systemd, killpg) reaches
+        # the supervisor alone, which forwards one SIGTERM (a second would mean "exit now" to the child)
+        child.process = subprocess.Popen(self.command, env=self.child_env(child), start_new_session=True)
         child.started = time.monotonic()
         log.info("started engine process %d (slot %s, pid %d)", child.index, child.slot_id, child.process.pid)
 
@@ -136,7 +149,10 @@ class Supervisor:
     def stop_children(self) -> None:
         running = [c for c in self.children if c.running]
         for child in running:
-            child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:  # it ended meanwhile
+                pass
         deadline = time.monotonic() + self.settings.stop_grace_s
         for child in running:
             try:
@@ -155,7 +171,7 @@ class Supervisor:
         """Every child running and ready (each reports it in `stream_app_process_ready`)."""
         from prometheus_client import CollectorRegistry, multiprocess
 
-        if not all(c.running for c in self.children):
+        if self.stop.is_set() or not all(c.running for c in self.children):
             return False
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(self.metrics_dir))
@@ -168,9 +184,6 @@ class Supervisor:
         from .supervisor_metrics import pod_registry
 
         stop_on_signals(self.stop, self.settings.stop_grace_s + 10)
-        if self.metrics_dir.exists():
-            shutil.rmtree(self.metrics_dir)  # the last run's files would add to this run's figures
-        self.metrics_dir.mkdir(parents=True)
         server = serve(self.settings.web_host, self.settings.web_port,
                        health_app(self.alive, self.ready, registry=pod_registry(self)))
         log.info("supervising %d engine processes (STREAM_APP_STOP_GRACE_S=%d)", len(self.children), self.settings.stop_grace_s)
@@ -184,11 +197,12 @@ class Supervisor:
         finally:
             self.stop_children()
             server.shutdown()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log.info("stopped %d engine processes", len(self.children))
         return self.status
 
     def child_pids(self) -> list[int]:
-        return [c.process.pid for c in self.children if c.running]
+        return [pid for pid in (c.pid for c in self.children) if pid is not None]
 
 
 def run_supervisor(settings: Settings, processes: int) -> int:
