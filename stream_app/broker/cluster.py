@@ -104,9 +104,30 @@ class LocalKafkaCluster:
             launched = [node for node in self.nodes if node.launch()]
             for node in launched:
                 node.wait_until_serving(max(1.0, deadline - time.monotonic()))
+            self.wait_until_registered(max(1.0, deadline - time.monotonic()))
         except BaseException:
             self.stop()
             raise
+
+    def wait_until_registered(self, timeout: float) -> None:
+        """Until the metadata lists every node as a broker: a node answers before the controller has
+        registered it, and a topic created meanwhile with three replicas fails ("only 2 broker(s) are
+        registered")."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                brokers = admin.list_topics(timeout=5).brokers
+            except Exception:  # noqa: BLE001 - not answering yet: try again until the deadline
+                brokers = {}
+            if len(brokers) >= len(self.nodes):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(f"only {len(brokers)} of {len(self.nodes)} Kafka nodes registered as brokers after {timeout:.0f} s; "
+                                  f"see the logs under {self.data_dir}")
+            time.sleep(0.2)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to every node at once (each shuts down while the quorum still stands), then wait for

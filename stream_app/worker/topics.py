@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 # CreateTopics (Kafka 2.4+, KIP-464) resolves to the cluster's default.replication.factor; min.insync.replicas
 # and everything else come from the brokers' defaults.
 COMPACTED = {"cleanup.policy": "compact"}
+# errors of a request that never got its answer: sending it again is safe (an existing topic is fine)
+LOST_REQUEST = frozenset({KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
@@ -45,12 +47,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     existing = Patience().call(f"connecting to Kafka at {settings.bootstrap_servers}", admin.list_topics, None, timeout_s).topics
     missing = [spec for spec in topic_specs(settings) if spec.topic not in existing]
     if missing:
-        for topic, future in admin.create_topics(missing, operation_timeout=timeout_s, request_timeout=timeout_s).items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+        _create(admin, missing, timeout_s)
         log.info("created topics: %s (replication factor %s)", ", ".join(t.topic for t in missing),
                  "of the cluster's default" if settings.replication_factor == -1 else settings.replication_factor)
     count = _partition_count(admin, settings.input_topic, timeout_s)
@@ -61,6 +58,32 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     if changelog != settings.partitions:
         raise SystemExit(f"topic {settings.changelog_topic} has {changelog} partitions but the input topic has "
                          f"{settings.partitions}; the changelog must have one partition per input partition")
+
+
+def _create(admin: AdminClient, specs: list[NewTopic], timeout_s: float) -> None:
+    """Create `specs`; a topic that exists meanwhile is fine. A request lost on its way (librdkafka drops
+    the bootstrap connection once it knows the cluster's brokers: `_DESTROY_BROKER`; a transport error; a
+    timeout) is sent again until `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while specs:
+        retry = []
+        by_name = {spec.topic: spec for spec in specs}
+        for topic, future in admin.create_topics(specs, operation_timeout=timeout_s, request_timeout=timeout_s).items():
+            spec = by_name[topic]
+            try:
+                future.result()
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                if (error.retriable() or error.code() in LOST_REQUEST) and time.monotonic() < deadline:
+                    retry.append(spec)
+                    continue
+                raise
+        if retry:
+            log.info("creating topics %s again: the request was lost on its way", ", ".join(t.topic for t in retry))
+            time.sleep(0.5)
+        specs = retry
 
 
 def _partition_count(admin: AdminClient, topic: str, timeout_s: float) -> int | None:
