@@ -17,9 +17,11 @@ import argparse
 import multiprocessing
 import struct
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -63,9 +65,6 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--processes", type=int, default=1, help="bare loops in the group")
     args = parser.parse_args()
-    import tempfile
-    from pathlib import Path
-
     work = Path(tempfile.mkdtemp(prefix="stream-app-floor-"))
     bootstrap, broker = broker_unless_given(work)
     tag = uuid.uuid4().hex[:8]

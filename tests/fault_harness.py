@@ -13,7 +13,7 @@ from typing import Any
 from stream_app.demo.generator import as_wire, generate
 from stream_app.timeutil import DAY_MS
 
-from .helpers import Names, WorkerProcess, encode, produce, wait_for
+from .helpers import Names, WorkerProcess, encode, produce, track, wait_for
 from .output_check import compare_with_replay, everything_committed
 
 # input no worker can decode: each must come out as exactly one dead letter, whatever the fault
@@ -33,6 +33,17 @@ class Scenario:
 
     def produce(self, bootstrap: str, topic: str) -> None:
         produce(bootstrap, topic, self.messages())
+
+    def send_live_events(self, names: Names, users: int = 200) -> None:
+        """Live events (now) of the scenario's first `users` users, whose decisions depend on their state
+        so far (carts, intent, orders); they join the input the comparison replays (ids `live-...`)."""
+        now = int(time.time() * 1000)
+        chosen = sorted({e["userId"] for e in self.events})[:users]
+        live = [track(user, name, now + n, f"live-{user}-{n}", product_id=f"p-{n % 7}", revenue=20.0)
+                for n, user in enumerate(chosen) for name in ("Product Viewed", "Product Added", "Order Completed")[: 1 + n % 3]]
+        produce(names.bootstrap, names.input, [(e["userId"].encode(), encode(e)) for e in live])
+        self.events += live
+        self.lines += [encode(e) for e in live]
 
     def decide_history(self, names: Names, data_dir: Path) -> None:
         """A worker decides the whole scenario as history (its backfill drained) and stops cleanly."""

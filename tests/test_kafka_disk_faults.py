@@ -15,7 +15,6 @@ corrupted local store".
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ import pytest
 from stream_app.driver.store import MIB, PartitionStore, StoreBudget
 
 from .fault_harness import Pacer, Scenario, Supervised, consumed, ticking
-from .helpers import Names, WorkerProcess, encode, produce, track, wait_for
+from .helpers import Names, WorkerProcess, wait_for
 from .output_check import read_partitioned
 from .test_driver_store_faults import corrupt_a_data_block, identity
 
@@ -139,13 +138,7 @@ def test_a_corrupted_local_store_is_moved_aside_and_rebuilt_from_the_changelog(k
         assert len(restores) == 1, restores
         assert int(restores[0][1]) == per_partition[0] + per_partition[1], (restores, per_partition)  # all of 0 and 1
 
-        now = int(time.time() * 1000)  # live events of the same users: they depend on the rebuilt state
-        users = sorted({e["userId"] for e in scenario.events})[:200]
-        live = [track(user, name, now + n, f"live-{user}-{n}", product_id=f"p-{n % 7}", revenue=20.0)
-                for n, user in enumerate(users) for name in ("Product Viewed", "Product Added", "Order Completed")[: 1 + n % 3]]
-        produce(kafka_bootstrap, names.input, [(e["userId"].encode(), encode(e)) for e in live])
-        scenario.events += live
-        scenario.lines += [encode(e) for e in live]
+        scenario.send_live_events(names)  # the same users: their decisions depend on the rebuilt state
         compared = scenario.finish_and_compare(names, worker)
         assert worker.restarts == [], worker.restarts
         assert any(r["cause"].get("message_id", "").startswith("live-") for r in compared["transitions"])

@@ -15,12 +15,11 @@ committed offsets). The points are the driver's fault-hook names (tests/crash_wo
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 
 from .fault_harness import Pacer, Scenario, Supervised, consumed, ticking
-from .helpers import Names, encode, produce, track, wait_for
+from .helpers import Names, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -64,13 +63,7 @@ def test_a_crash_during_a_restore_changes_nothing_in_the_output(kafka_bootstrap,
     try:
         wait_for(lambda: worker.poll().restarts, 90, "the worker to crash during its restore")
         wait_for(lambda: ticking(worker.poll().worker), 90, "the restarted worker to run")
-        now = int(time.time() * 1000)
-        users = sorted({e["userId"] for e in scenario.events})[:200]
-        live = [track(user, name, now + n, f"live-{user}-{n}", product_id=f"p-{n % 7}", revenue=20.0)
-                for n, user in enumerate(users) for name in ("Product Viewed", "Product Added", "Order Completed")[: 1 + n % 3]]
-        produce(kafka_bootstrap, names.input, [(e["userId"].encode(), encode(e)) for e in live])
-        scenario.events += live
-        scenario.lines += [encode(e) for e in live]
+        scenario.send_live_events(names)
         compared = scenario.finish_and_compare(names, worker)
         _crashed_at(worker, "restore_chunk", 1)
         assert any(r["cause"].get("message_id", "").startswith("live-") for r in compared["transitions"])

@@ -31,12 +31,11 @@ from .allocator import fix_mmap_threshold, trim_free_memory
 from .definitions import DefinitionsWatcher
 from .memory_report import MemoryReport
 from .population_exchange import PopulationExchange
-from .process_control import exit_when_stuck, stop_on_signals, stop_when_orphaned
+from .process_control import EXIT_RESTART, configure_logging, exit_when_stuck, stop_on_signals, stop_when_orphaned
 from .segmentation import SegmentationProcessor
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
-EXIT_RESTART = 70  # EX_SOFTWARE: a supervisor should start the worker again
 
 
 class Housekeeping:
@@ -58,11 +57,17 @@ class Housekeeping:
         if self.settings.malloc_trim_s > 0 and now >= self.next["trim"]:
             self.next["trim"] = now + self.settings.malloc_trim_s
             trim_free_memory()
-        metrics.PROCESS_READY.set(1 if self.driver.ready() else 0)
-        metrics.ROCKSDB_CACHE.set(self.driver.budget.usage()["cache"])
+        report_process_state(self.driver)
         if self.report is not None and now >= self.next["report"]:
             self.next["report"] = now + self.settings.memory_report_s
             self.report.log(self.driver.budget.usage())
+
+
+def report_process_state(driver: StreamDriver) -> None:
+    """The gauges read from the driver rather than counted: at each scrape of this process, and at each
+    punctuation for `--processes N`, whose supervisor reads them from the shared files."""
+    metrics.PROCESS_READY.set(1 if driver.ready() else 0)
+    metrics.ROCKSDB_CACHE.set(driver.budget.usage()["cache"])
 
 
 def build_worker(settings: Settings, fault_hook: Any = None) -> tuple[StreamDriver, SegmentationProcessor, PopulationExchange]:
@@ -126,8 +131,7 @@ def run_worker(settings: Settings, fault_hook: Any = None) -> None:
     from ..kafka_security import KafkaAccessError, check_access
     from .topics import ensure_topics
 
-    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    configure_logging(settings.log_level)
     stop = threading.Event()
     stop_on_signals(stop, settings.stop_grace_s)
     supervisor = os.environ.get("STREAM_APP_SUPERVISOR_PID")  # set by `--processes N` (worker/supervisor.py)
@@ -146,11 +150,7 @@ def run_worker(settings: Settings, fault_hook: Any = None) -> None:
     driver, processor, exchange = build_worker(settings, fault_hook)
     exit_when_stuck(driver.alive, EXIT_RESTART)
 
-    def before_scrape() -> None:
-        metrics.ROCKSDB_CACHE.set(driver.budget.usage()["cache"])
-        metrics.PROCESS_READY.set(1 if driver.ready() else 0)
-
-    server = serve(settings.web_host, settings.web_port, health_app(driver.alive, driver.ready, before_scrape))
+    server = serve(settings.web_host, settings.web_port, health_app(driver.alive, driver.ready, lambda: report_process_state(driver)))
     exchange.follow(driver.config.slot.reader("rfm-population"))
     try:
         driver.run(stop)

@@ -30,6 +30,13 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+EXIT_RESTART = 70  # EX_SOFTWARE: a supervisor should start the process again
+
+
+def configure_logging(level: str) -> None:
+    """The worker's and the supervisor's log lines: time, pid, level, message."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
 
 
 def _exit_now(status: int) -> None:

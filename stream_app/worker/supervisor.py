@@ -37,15 +37,16 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, multiprocess
+
 from ..settings import Settings
-from .process_control import stop_on_signals
+from .process_control import EXIT_RESTART, configure_logging, stop_on_signals
 
 log = logging.getLogger(__name__)
 
-EXIT_RESTART = 70
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 STEADY_AFTER_S = 60.0  # a child that ran this long starts again after the first backoff
@@ -65,7 +66,6 @@ class Child:
     restarts: int = 0
     backoff_s: float = FIRST_BACKOFF_S
     start_after: float = 0.0  # monotonic time of the next start, while it waits for its backoff
-    exited: list[int] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -95,6 +95,8 @@ class Supervisor:
         self.children = [Child(i, f"{settings.slot_id}-{i}", settings.data_dir / f"process-{i}") for i in range(processes)]
         self.stop = threading.Event()
         self.status = 0
+        self.readiness = CollectorRegistry()  # the processes' own metric files alone (`ready`)
+        multiprocess.MultiProcessCollector(self.readiness, path=str(self.metrics_dir))
 
     # -- the children -----------------------------------------------------------------------------------
     def child_env(self, child: Child) -> dict[str, str]:
@@ -118,8 +120,6 @@ class Supervisor:
 
     def check(self, child: Child) -> None:
         """Notice a child's exit and schedule its restart, or end everything on a status a restart cannot mend."""
-        from prometheus_client import multiprocess
-
         if child.process is None:
             if time.monotonic() >= child.start_after:
                 self.start(child)
@@ -129,7 +129,6 @@ class Supervisor:
             return
         pid = child.process.pid
         child.process = None
-        child.exited.append(status)
         multiprocess.mark_process_dead(pid, str(self.metrics_dir))
         if not restartable(status) and status != 0:
             log.error("engine process %d exited with status %d, which a restart would not mend (its log above says "
@@ -169,13 +168,9 @@ class Supervisor:
 
     def ready(self) -> bool:
         """Every child running and ready (each reports it in `stream_app_process_ready`)."""
-        from prometheus_client import CollectorRegistry, multiprocess
-
         if self.stop.is_set() or not all(c.running for c in self.children):
             return False
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=str(self.metrics_dir))
-        ready = registry.get_sample_value("stream_app_process_ready")
+        ready = self.readiness.get_sample_value("stream_app_process_ready")
         return ready is not None and ready >= len(self.children)
 
     # -- the whole --------------------------------------------------------------------------------------
@@ -206,6 +201,5 @@ class Supervisor:
 
 
 def run_supervisor(settings: Settings, processes: int) -> int:
-    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    configure_logging(settings.log_level)
     return Supervisor(settings, processes).run()

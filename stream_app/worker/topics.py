@@ -8,7 +8,7 @@ import time
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ..driver.patience import Patience
+from ..driver.patience import Patience, unreachable
 from ..settings import Settings
 from .population_exchange import population_topic
 
@@ -17,8 +17,6 @@ log = logging.getLogger(__name__)
 # CreateTopics (Kafka 2.4+, KIP-464) resolves to the cluster's default.replication.factor; min.insync.replicas
 # and everything else come from the brokers' defaults.
 COMPACTED = {"cleanup.policy": "compact"}
-# errors of a request that never got its answer: sending it again is safe (an existing topic is fine)
-LOST_REQUEST = frozenset({KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
@@ -76,7 +74,8 @@ def _create(admin: AdminClient, specs: list[NewTopic], timeout_s: float) -> None
                 error = exc.args[0]
                 if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
-                if (error.retriable() or error.code() in LOST_REQUEST) and time.monotonic() < deadline:
+                lost = unreachable(error) or error.code() == KafkaError._DESTROY_BROKER  # sending it again is safe
+                if lost and time.monotonic() < deadline:
                     retry.append(spec)
                     continue
                 raise
