@@ -88,7 +88,10 @@ class Supervised:
             # the worker's own last word (it names the status it exits with), not librdkafka's connection noise
             errors = re.findall(r"\[(?:ERROR|CRITICAL)\] (.*)", log)
             own = [e for e in errors if "status 70" in e or "Exiting with status" in e]
-            self.restarts.append(f"exit {proc.returncode}: {(own or errors or ['no error logged'])[-1]}")
+            # and the exception its traceback ends with, which says why
+            raised = re.findall(r"^Traceback \(most recent call last\):\n(?:[ \t].*\n)*(.*)$", log, re.MULTILINE)
+            cause = f" ({raised[-1]})" if raised else ""
+            self.restarts.append(f"exit {proc.returncode}: {(own or errors or ['no error logged'])[-1]}{cause}")
             self.worker = WorkerProcess(self.names, self.data_dir).start()
         return self
 
