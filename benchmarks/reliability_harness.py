@@ -14,14 +14,25 @@ import urllib.request
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message
+
 from stream_app.broker.local_kafka import LocalKafka, free_port  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.worker.topics import ensure_topics  # noqa: E402
+
+
+def arrived(consumer: "Consumer", most: int, timeout_s: float) -> list["Message"]:
+    """What the consumer has, as soon as it has anything: confluent-kafka's consume(n, timeout) waits out
+    its whole timeout unless n records come, which a latency reader would measure as latency."""
+    first = consumer.poll(timeout_s)
+    return [first, *consumer.consume(most - 1, 0)] if first is not None else []
 
 
 def broker_unless_given(work: Path) -> tuple[str, LocalKafka | None]:

@@ -59,6 +59,7 @@ sys.path.insert(0, str(REPO))
 from stream_app.broker.local_kafka import LocalKafka, free_port  # noqa: E402
 from stream_app.demo.generator import as_wire, generate  # noqa: E402
 from stream_app.timeutil import DAY_MS, format_timestamp, parse_timestamp  # noqa: E402
+from reliability_harness import arrived  # noqa: E402
 
 PEERS = REPO / "benchmarks" / "peers"
 COMPARED = ("cart_abandoner", "high_intent", "lifecycle")
@@ -151,7 +152,9 @@ class TransitionReader(threading.Thread):
         super().__init__(daemon=True)
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "log_level": 0, "group.id": f"bench-reader-{topic}-{time.time()}",
                                   "enable.auto.commit": False, "isolation.level": "read_committed",
-                                  "auto.offset.reset": "earliest"})
+                                  # the broker holds a read_committed fetch for its whole wait when only
+                                  # the stable offset moves: the default 500 ms would be measured
+                                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": 5})
         self.consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
         self.records: list[tuple[float, dict[str, Any]]] = []
         self.last_arrival = 0.0
@@ -160,7 +163,7 @@ class TransitionReader(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            batch = self.consumer.consume(10_000, timeout=0.2)
+            batch = arrived(self.consumer, 10_000, 0.2)
             now = time.time()
             rows = [(now, json.loads(m.value())) for m in batch if m.error() is None and m.value()]
             if rows:

@@ -8,7 +8,7 @@ a read_committed reader of the output (fetch.wait.max.ms 5) takes, for each, the
 readable minus its stamp. Whatever the worker does on top can only add to these figures
 (docs/performance.md, issue #13's latency target).
 
-    .venv/bin/python benchmarks/transaction_floor.py --rate 200 --seconds 20 [--processes 1]
+    .venv/bin/python benchmarks/transaction_floor.py --rate 200 --seconds 20 [--processes 1] [--producer KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -25,17 +25,22 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from reliability_harness import broker_unless_given
+from reliability_harness import arrived, broker_unless_given
 
 PARTITIONS = 6
 COMMIT_INTERVAL_S = 0.1
 
 
-def bare_loop(bootstrap: str, source: str, sink: str, group: str, slot: str, stop: "multiprocessing.synchronize.Event") -> None:
+def bare_loop(bootstrap: str, source: str, sink: str, group: str, slot: str, stop: "multiprocessing.synchronize.Event",
+              producer_options: dict[str, str], consumer_options: dict[str, str]) -> None:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                         "partition.assignment.strategy": "cooperative-sticky"})
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{group}-{slot}", "linger.ms": 0})
+                         "partition.assignment.strategy": "cooperative-sticky", **consumer_options})
+    # retry.backoff.ms 5: a transaction begun right after a commit is told CONCURRENT_TRANSACTIONS while the
+    # coordinator writes the commit's markers, and librdkafka's default 100 ms retry set this loop's pace
+    # (p99 215 ms at 2,700/s, 73 ms with 5; docs/performance.md, "Latency")
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{group}-{slot}", "linger.ms": 0,
+                         "retry.backoff.ms": 5, **producer_options})
     producer.init_transactions(30)
     consumer.subscribe([source])
     open_since = None
@@ -58,12 +63,19 @@ def bare_loop(bootstrap: str, source: str, sink: str, group: str, slot: str, sto
     consumer.close()
 
 
+def _options(pairs: list[str]) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--warmup", type=float, default=60,
+                        help="seconds of traffic first, not measured: a fresh broker's JVM needs about a minute")
     parser.add_argument("--processes", type=int, default=1, help="bare loops in the group")
+    parser.add_argument("--producer", action="append", default=[], metavar="KEY=VALUE", help="a librdkafka property of the loop's producer")
+    parser.add_argument("--consumer", action="append", default=[], metavar="KEY=VALUE", help="a librdkafka property of the loop's consumer")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stream-app-floor-"))
     bootstrap, broker = broker_unless_given(work)
@@ -73,7 +85,8 @@ def main() -> int:
     for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (source, sink)]).values():
         future.result()
     stop = multiprocessing.Event()
-    loops = [multiprocessing.Process(target=bare_loop, args=(bootstrap, source, sink, group, str(i), stop)) for i in range(args.processes)]
+    loops = [multiprocessing.Process(target=bare_loop, args=(bootstrap, source, sink, group, str(i), stop,
+                                                               _options(args.producer), _options(args.consumer))) for i in range(args.processes)]
     for loop in loops:
         loop.start()
     latencies: list[float] = []
@@ -84,7 +97,7 @@ def main() -> int:
                            "isolation.level": "read_committed", "fetch.wait.max.ms": 5})
         reader.assign([TopicPartition(sink, p, 0) for p in range(PARTITIONS)])
         while not reading.is_set():
-            for message in reader.consume(1000, 0.05):
+            for message in arrived(reader, 1000, 0.05):
                 if message.error() is None:
                     sent_ms, measured = struct.unpack(">d?", message.value())
                     if measured:
@@ -125,7 +138,8 @@ def main() -> int:
     def at(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
 
-    print(f"bare exactly-once loop, {args.processes} process(es), rate {args.rate}/s for {args.seconds} s: "
+    print(f"bare exactly-once loop, {args.processes} process(es), rate {args.rate}/s for {args.seconds} s, "
+          f"options {' '.join(args.producer + args.consumer) or 'none'}: "
           f"{len(latencies)} of {measured} records; p50 {at(0.5):.0f} ms, p99 {at(0.99):.0f} ms, max {latencies[-1]:.0f} ms")
     return 0
 
