@@ -73,6 +73,9 @@ class Settings:
     stop_grace_s: int = field(default_factory=lambda: _int("STREAM_APP_STOP_GRACE_S", 20))
     session_timeout_s: int = field(default_factory=lambda: _int("STREAM_APP_SESSION_TIMEOUT_S", 10))
     log_level: str = field(default_factory=lambda: _env("STREAM_APP_LOG_LEVEL", "info"))
+    # decoded profiles kept in memory across batches, per partition: an LRU written through (0: none);
+    # engine/partition.py, DEFAULT_HOT_PROFILES
+    hot_profiles: int = field(default_factory=lambda: _int("STREAM_APP_HOT_PROFILES", 5_000))
     # RocksDB memory of the whole worker, all profile-table partitions together (driver/store.py)
     rocksdb_memory_mb: int = field(default_factory=lambda: _int("STREAM_APP_ROCKSDB_MEMORY_MB", 64))
     # give free C-heap memory back to the OS every N seconds (0: never); worker/allocator.py

@@ -17,12 +17,18 @@ The rule is the catalog's "Order and the clock" and "History is decided in its o
 
 Both clocks are stored with the partition's state. A replay has no wall clock and no backfill;
 `advance_to` moves its clock at the end.
+
+Hot profiles stay decoded across batches (`hot`, a bounded LRU, written through): each batch still
+returns every profile it changed, encoded, in `BatchResult.writes`, and the caller must apply those
+writes to the store before the next call, or discard the engine (the worker does on an abort: the
+engine's clocks, schedules and RFM index would be wrong too). A batch takes its profiles out of `hot`
+and puts them back only when it returns, so one that raises half-way leaves none of its changes there.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Protocol
 
@@ -31,16 +37,19 @@ import msgpack
 from ..events import Event, InvalidEvent, decode_event
 from ..events.decode import DEFAULT_MAX_EVENT_BYTES
 from ..segments import rfm
+from ..segments.catalog import RuleDues
 from ..segments.config import CatalogConfig
 from ..segments.rfm_population import PartitionSummary
 from ..state import bounds
 from ..state.encoding import decode_profile, encode_profile
 from ..state.profile import Profile
 from ..timers import DueSchedule
+from ..timeutil import format_timestamp
 from ..transitions import Change, memberships_record, to_record
 from .timeline import advance, next_due, reevaluate, refresh, take_event
 
 CLOCK_KEY = "\x00partition-clock"
+DEFAULT_HOT_PROFILES = 5_000  # decoded profiles kept across batches, per partition (STREAM_APP_HOT_PROFILES)
 
 
 class ProfileStore(Protocol):
@@ -73,29 +82,49 @@ def message_hash(message_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
-class _Batch:
-    """Profiles touched by one batch: loaded once, written once."""
+Hot = OrderedDict  # user id -> (decoded profile, its rules' due times), least recently used first
 
-    def __init__(self, store: ProfileStore) -> None:
+
+class _Batch:
+    """Profiles touched by one batch: loaded once (from the hot profiles, else decoded from the store),
+    written once."""
+
+    def __init__(self, store: ProfileStore, hot: Hot) -> None:
         self.store = store
+        self.hot = hot
         self.profiles: dict[str, Profile] = {}
+        self.dues: dict[str, RuleDues] = {}
+        # the members each profile had when loaded: `_diff` replaces `profile.members`, never edits it
         self.members_before: dict[str, dict[str, str]] = {}
         self.deleted: set[str] = set()
         self.changes: list[Change] = []
+        self.backfill: set[int] = set()  # indexes in `changes` of the changes that are historical as backfill
 
     def load(self, user_id: str) -> Profile:
         profile = self.profiles.get(user_id)
         if profile is None:
-            data = self.store.get(user_id)
-            profile = decode_profile(data) if data is not None else Profile()
+            hot = self.hot.pop(user_id, None)  # taken out: back in `hot` only when the batch returns
+            if hot is not None:
+                profile, dues = hot
+            else:
+                data = self.store.get(user_id)
+                profile = decode_profile(data) if data is not None else Profile()
+                dues = RuleDues()
             self.profiles[user_id] = profile
-            self.members_before[user_id] = dict(profile.members)
+            self.dues[user_id] = dues
+            self.members_before[user_id] = profile.members
             self.deleted.discard(user_id)
         return profile
 
     def delete(self, user_id: str) -> None:
         self.profiles.pop(user_id, None)
+        self.dues.pop(user_id, None)
         self.deleted.add(user_id)
+
+    def add(self, changes: list[Change], backfill: bool) -> None:
+        if backfill and changes:
+            self.backfill.update(range(len(self.changes), len(self.changes) + len(changes)))
+        self.changes.extend(changes)
 
 
 class PartitionEngine:
@@ -107,6 +136,7 @@ class PartitionEngine:
         *,
         use_wall_clock: bool = True,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        hot_profiles: int = DEFAULT_HOT_PROFILES,
     ) -> None:
         self.partition = partition
         self.store = store
@@ -123,6 +153,10 @@ class PartitionEngine:
         # scored RFM users: user -> (last order, F, M, current rfm member), as of the user's time
         self.rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
         self.saved_definitions: str | None = None  # definitions version the stored memberships were decided under
+        # the most recently used users' profiles, decoded, as last written (and their rules' due times);
+        # at most `hot_profiles` of them (0: none kept between batches)
+        self.hot: Hot = OrderedDict()
+        self.hot_profiles = max(0, hot_profiles)
         saved = store.get(CLOCK_KEY)
         if saved is not None:
             state = msgpack.unpackb(saved)
@@ -161,19 +195,18 @@ class PartitionEngine:
         Only users whose name changes are loaded from the store."""
         self.cfg = cfg = replace(self.cfg, rfm_population=population)
         result = BatchResult()
-        batch = _Batch(self.store)
+        batch = _Batch(self.store, self.hot)
         self._advance(batch, result, wall_ms)  # every user's timers due by their clock have fired
         backfill_clock = self.backfill_clock
         for user_id, (last_order, f, m, member) in list(self.rfm_index.items()):
             if rfm.name_for((last_order, f, m), population, cfg) != member:
                 profile = batch.load(user_id)
+                dues = batch.dues[user_id]
                 if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
-                    changes = refresh(user_id, profile, backfill_clock, cfg, population.version)
-                    changes = [replace(change, backfill=True) for change in changes]
+                    batch.add(refresh(user_id, profile, backfill_clock, cfg, population.version, dues), True)
                 else:
-                    changes = refresh(user_id, profile, self.clock, cfg, population.version)
-                batch.changes.extend(changes)
-                self._reschedule(user_id, profile, wall_ms)
+                    batch.add(refresh(user_id, profile, self.clock, cfg, population.version, dues), False)
+                self._reschedule(user_id, profile, wall_ms, dues)
         return self._finish(batch, result, wall_ms)
 
     def _adopt(self, cfg: CatalogConfig) -> CatalogConfig:
@@ -181,6 +214,7 @@ class PartitionEngine:
         if cfg.rfm_population is None and self.cfg.rfm_population is not None:
             cfg = replace(cfg, rfm_population=self.cfg.rfm_population)
         self.cfg = cfg
+        self.hot.clear()  # their due times were computed under the old definitions
         return cfg
 
     def _clock_state(self) -> bytes:
@@ -223,7 +257,7 @@ class PartitionEngine:
     def handle_decoded(self, decoded: Iterable[tuple[RawRecord, Event | InvalidEvent]], wall_ms: int) -> BatchResult:
         """`handle` for records already decoded (the replay decodes once to sort by event time)."""
         result = BatchResult()
-        batch = _Batch(self.store)
+        batch = _Batch(self.store, self.hot)
         cfg = self.cfg
         counts = result.counts
         backfill_before = wall_ms - cfg.backfill_age_ms if self.use_wall_clock else None
@@ -247,20 +281,22 @@ class PartitionEngine:
                 self.max_event_ts = ts
             if ts < profile.t:
                 counts["late"] += 1
-            changes = take_event(user_id, profile, event, cfg)
+            changes = take_event(user_id, profile, event, cfg, batch.dues[user_id])
             if backfill_before is not None and ts < backfill_before:
                 counts["backfill"] += 1
                 if self.backfill_max_ts is None or ts > self.backfill_max_ts:
                     self.backfill_max_ts = ts
                 self.last_backfill_wall = wall_ms
-                changes = [replace(change, backfill=True) for change in changes]
-            batch.changes.extend(changes)
+                batch.add(changes, True)
+            else:
+                batch.changes.extend(changes)
         if any_valid:
             self.last_arrival_wall = wall_ms
             horizon = min(self.max_event_ts, wall_ms) if self.use_wall_clock else self.max_event_ts
             self.clock = max(self.clock, horizon - cfg.lateness_ms)
+        dues = batch.dues
         for user_id, profile in batch.profiles.items():
-            self._reschedule(user_id, profile, wall_ms)
+            self._reschedule(user_id, profile, wall_ms, dues[user_id])
         self._advance(batch, result, wall_ms)
         return self._finish(batch, result, wall_ms)
 
@@ -284,7 +320,7 @@ class PartitionEngine:
         """Move the clock to ``until`` (never backwards) and fire everything due by then."""
         self.clock = max(self.clock, until)
         result = BatchResult()
-        batch = _Batch(self.store)
+        batch = _Batch(self.store, self.hot)
         self._advance(batch, result, wall_ms)
         return self._finish(batch, result, wall_ms)
 
@@ -298,14 +334,15 @@ class PartitionEngine:
         This is the one place that visits every profile of the partition, once per accepted change."""
         cfg = self._adopt(cfg)
         result = BatchResult()
-        batch = _Batch(self.store)
+        batch = _Batch(self.store, self.hot)
         self.saved_definitions = cfg.version
         users = [key for key, _ in self.store.items() if key != CLOCK_KEY]
         for user_id in users:
             profile = batch.load(user_id)
-            batch.changes.extend(reevaluate(user_id, profile, cfg, loaded_at if loaded_at is not None else wall_ms))
+            dues = batch.dues[user_id]
+            batch.changes.extend(reevaluate(user_id, profile, cfg, loaded_at if loaded_at is not None else wall_ms, dues))
             self.parked.discard(user_id)
-            self.schedule.set(user_id, next_due(profile, cfg))
+            self.schedule.set(user_id, next_due(profile, cfg, dues))
         self._advance(batch, result, wall_ms)
         return self._finish(batch, result, wall_ms)
 
@@ -325,16 +362,17 @@ class PartitionEngine:
 
     def _fire(self, batch: _Batch, result: BatchResult, user_id: str, until: int, wall_ms: int, backfill: bool) -> None:
         profile = batch.load(user_id)
-        changes, dormant = advance(user_id, profile, until, self.cfg)
-        batch.changes.extend([replace(c, backfill=True) for c in changes] if backfill else changes)
+        dues = batch.dues[user_id]
+        changes, dormant = advance(user_id, profile, until, self.cfg, dues)
+        batch.add(changes, backfill)
         if dormant:
             batch.delete(user_id)
             result.counts["dropped_dormant"] += 1
         else:
-            self._reschedule(user_id, profile, wall_ms)
+            self._reschedule(user_id, profile, wall_ms, dues)
 
-    def _reschedule(self, user_id: str, profile: Profile, wall_ms: int) -> None:
-        due = next_due(profile, self.cfg)
+    def _reschedule(self, user_id: str, profile: Profile, wall_ms: int, dues: RuleDues | None = None) -> None:
+        due = next_due(profile, self.cfg, dues)
         if self.backfill_max_ts is not None and self._follows_backfill(profile, wall_ms):
             self.schedule.discard(user_id)
             self.parked.set(user_id, due)
@@ -344,7 +382,10 @@ class PartitionEngine:
 
     def _finish(self, batch: _Batch, result: BatchResult, wall_ms: int) -> BatchResult:
         cfg = self.cfg
-        result.transitions = [to_record(c, wall_ms, cfg.historical_after_ms, cfg.version) for c in batch.changes]
+        historical_after, version, backfill = cfg.historical_after_ms, cfg.version, batch.backfill
+        emitted = format_timestamp(wall_ms)  # once per batch, not per transition
+        result.transitions = [to_record(c, wall_ms, historical_after, version, n in backfill, emitted)
+                              for n, c in enumerate(batch.changes)]
         result.transition_times = [c.at for c in batch.changes]
         for user_id, profile in batch.profiles.items():
             result.writes[user_id] = encode_profile(profile)
@@ -360,4 +401,21 @@ class PartitionEngine:
         result.writes[CLOCK_KEY] = self._clock_state()
         result.clock = self.clock
         result.backfill_clock = self.backfill_clock
+        self._keep_hot(batch)  # last: nothing of a batch that raised before this is kept
         return result
+
+    def _keep_hot(self, batch: _Batch) -> None:
+        """The batch's profiles, as just written, become the most recently used; the least recently used
+        beyond the bound are forgotten (decoded again from the store when next needed)."""
+        if not self.hot_profiles:
+            return
+        hot, dues = self.hot, batch.dues
+        for user_id, profile in batch.profiles.items():
+            hot[user_id] = (profile, dues[user_id])
+        while len(hot) > self.hot_profiles:
+            hot.popitem(last=False)
+
+    def drop_hot_profiles(self) -> None:
+        """Forget every decoded profile kept across batches: for a caller that keeps this engine but did
+        not apply the writes of its last results to the store (the worker discards the engine instead)."""
+        self.hot.clear()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable
 
 from ..engine import BatchResult, PartitionEngine, RawRecord
-from ..engine.partition import CLOCK_KEY
+from ..engine.partition import CLOCK_KEY, DEFAULT_HOT_PROFILES
 from ..events import Event, InvalidEvent
 from ..segments.config import CatalogConfig
 from ..segments.rfm_population import RfmPopulation
@@ -57,7 +57,9 @@ def replay_records(
     """Returns (transitions, dead letters, final store)."""
     wall = int(time.time() * 1000)
     store = store if store is not None else InMemoryStore()
-    engine = PartitionEngine(0, store, cfg, use_wall_clock=False)
+    # one engine holds every user (a worker spreads them over partitions): as many hot profiles as a
+    # worker owning the default 6 partitions keeps
+    engine = PartitionEngine(0, store, cfg, use_wall_clock=False, hot_profiles=6 * DEFAULT_HOT_PROFILES)
     engine.rebuild_schedule()
     numbered = [(n, line.rstrip(b"\r\n")) for n, line in enumerate(lines) if line.strip()]  # n: 0-based line
     decoded = engine.decode((RawRecord(raw, "file", 0, n) for n, raw in numbered), wall)

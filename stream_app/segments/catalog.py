@@ -1,9 +1,10 @@
 """The default catalog as one table of rules: evaluate every membership at a moment, and find the
-next moment at which time alone could change one."""
+next moment at which time alone could change one (for every rule, or, with `RuleDues`, only for the
+rules whose inputs changed since their due time was last computed)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from ..state.profile import Profile
@@ -24,6 +25,11 @@ class Rule:
     # the profile fields membership and next_change read (besides the time), including through the
     # functions they call; None: any field (evaluated after every event)
     reads: frozenset[str] | None = None
+    # next_change is the earliest of some moments fixed by `reads` and the definitions that lie after
+    # profile.t (never cfg.rfm_population): a due time computed earlier that is still after the profile's
+    # time stays exact while none of `reads` changed (`RuleDues`). False: it depends on the moment in
+    # another way, and is computed again at every step.
+    due_by_reads: bool = True
 
 
 def _reads(*fields: str) -> frozenset[str]:
@@ -40,8 +46,10 @@ RULES: tuple[Rule, ...] = (
     Rule(rfm.FAMILY, rfm.membership, rfm.next_change, rfm.traits, reads=_reads("orders", "refunds")),
     Rule(lifecycle.FAMILY, lifecycle.membership, lifecycle.next_change, lifecycle.traits, reads=LIFECYCLE_READS),
     Rule(intent.SEGMENT, intent.membership, intent.next_change, intent.traits, reads=_reads("intent", "last_order")),
+    # the tier whose threshold the next crossing is computed for is the tier at profile.t (and a crossing
+    # that rounding left on the threshold is tried again 1 ms later): not cached
     Rule(engagement.FAMILY, engagement.membership, engagement.next_change, engagement.traits,
-         reads=_reads("eng_score", "eng_ref", "last_event")),
+         reads=_reads("eng_score", "eng_ref", "last_event"), due_by_reads=False),
     Rule(cart.SEGMENT, cart.membership, cart.next_change, cart.traits, reads=_reads("cart", "cart_opened", "cart_last")),
     Rule(promotions.PRICE_SENSITIVE, promotions.price_membership, promotions.price_next_change, promotions.traits,
          reads=_reads("orders", "promo_clicks")),
@@ -96,6 +104,135 @@ def next_change(profile: Profile, cfg: CatalogConfig) -> int | None:
     """Earliest moment after ``profile.t`` at which some membership may change without an event."""
     dues = [d for rule in RULES if (d := rule.next_change(profile, cfg)) is not None]
     return min(dues) if dues else None
+
+
+# RuleDues: the rules whose due time is cached, and those computed at every step
+_CACHED = tuple(rule for rule in RULES if rule.reads is not None and rule.due_by_reads)
+_CACHED_NEXT = tuple(rule.next_change for rule in _CACHED)
+_FRESH_NEXT = tuple(rule.next_change for rule in RULES if rule.reads is None or not rule.due_by_reads)
+_NEVER = 1 << 62  # "no due time" in RuleDues' lists (None elsewhere), so that min() takes them as they are
+_STALE: dict[frozenset[str], tuple[int, ...]] = {}  # touched fields -> the cached rules (positions) reading one
+
+
+def _stale(touched: set[str]) -> tuple[int, ...]:
+    key = frozenset(touched)
+    stale = _STALE.get(key)
+    if stale is None:
+        if len(_STALE) >= 4096:  # the field combinations events touch are few; never grow without bound
+            _STALE.clear()
+        stale = _STALE[key] = tuple(n for n, rule in enumerate(_CACHED) if not key.isdisjoint(rule.reads or ()))
+    return stale
+
+
+# the definitions' fields a next_change may read: all of them but the RFM population, so cached due
+# times survive a population refresh (a new `CatalogConfig` made by `dataclasses.replace`)
+_DUE_CONFIG_FIELDS = tuple(name for name in CatalogConfig.__dataclass_fields__ if name != "rfm_population")
+_TOKENS: dict[int, tuple[CatalogConfig, CatalogConfig]] = {}  # id(cfg) -> (cfg, its token); holds cfg, so its id
+_LAST_TOKEN: list[Any] = [None, None]  # the last (cfg, token) asked for
+
+
+def _dues_token(cfg: CatalogConfig) -> CatalogConfig:
+    """What the rules' next_change read of ``cfg``, as one object: the same object for definitions that
+    differ only in their population (each other field the same object, as after
+    `replace(cfg, rfm_population=...)`), without the population (a cached due time keeps no population
+    alive). Conservative: equal but distinct values (definitions loaded again) give another token."""
+    last = _LAST_TOKEN
+    if last[0] is cfg:
+        return last[1]
+    known = _TOKENS.get(id(cfg))
+    if known is not None and known[0] is cfg:
+        last[:] = known
+        return known[1]
+    token = next((other_token for other, other_token in _TOKENS.values()
+                  if all(getattr(other, name) is getattr(cfg, name) for name in _DUE_CONFIG_FIELDS)), None)
+    if token is None:
+        token = replace(cfg, rfm_population=None)
+    if len(_TOKENS) >= 32:
+        _TOKENS.clear()
+    _TOKENS[id(cfg)] = (cfg, token)
+    last[:] = (cfg, token)
+    return token
+
+
+class RuleDues:
+    """One profile's due times, rule by rule, as last computed, and the profile fields changed since.
+
+    Whoever changes the profile says which fields it changed (`touch`), or that anything may have
+    changed (`reset`); `next_change` then computes again only the rules that read a touched field, those
+    whose cached due time is not after the profile's time any more (time alone may have changed them),
+    and those not cached (`Rule.due_by_reads`); with nothing cached, or under other definitions, every
+    rule. The result equals `next_change(profile, cfg)` exactly (tests/test_rule_dues.py): a rule's
+    due time is the earliest of moments fixed by its fields that lie after the profile's time, so while
+    its fields are unchanged and that moment is still ahead, it is still the earliest. `expire` only
+    drops elements whose moments have passed, so it needs no `touch`. With nothing touched and the
+    profile's time unchanged, the last answer is the answer."""
+
+    __slots__ = ("token", "cached", "fresh", "touched", "t", "due")
+
+    def __init__(self) -> None:
+        self.token: CatalogConfig | None = None  # `_dues_token` of the definitions the due times were computed under
+        self.cached: list[int] | None = None  # the cached rules' due times (_NEVER: none); None: nothing cached
+        self.fresh: list[int | None] = []  # the other rules' due times, as last computed
+        self.touched: set[str] = set()
+        self.t = 0  # the profile's time when they were computed
+        self.due: int | None = None  # and the earliest of them
+
+    def touch(self, fields: Any) -> None:
+        self.touched.update(fields)
+
+    def reset(self) -> None:
+        self.cached = None
+        self.touched.clear()
+
+    def next_change(self, profile: Profile, cfg: CatalogConfig) -> int | None:
+        """`next_change(profile, cfg)`, computing again only what may have changed."""
+        t = profile.t
+        touched = self.touched
+        cached = self.cached
+        last = _LAST_TOKEN
+        token = last[1] if last[0] is cfg else _dues_token(cfg)
+        if cached is None or token is not self.token:
+            cached = self.cached = [_NEVER if (due := next_change_of(profile, cfg)) is None else due
+                                    for next_change_of in _CACHED_NEXT]
+            self.token = token
+            touched.clear()
+            due = min(cached)
+        elif touched or t != self.t:
+            if touched:
+                for n in _stale(touched):
+                    due = _CACHED_NEXT[n](profile, cfg)
+                    cached[n] = _NEVER if due is None else due
+                touched.clear()
+            due = min(cached)
+            if due <= t:  # time alone may have changed these
+                for n, due in enumerate(cached):
+                    if due <= t:
+                        due = _CACHED_NEXT[n](profile, cfg)
+                        cached[n] = _NEVER if due is None else due
+                due = min(cached)
+        else:
+            return self.due  # nothing changed since (e.g. the user's next event looks for timers first)
+        self.fresh = fresh = [next_change_of(profile, cfg) for next_change_of in _FRESH_NEXT]
+        for value in fresh:
+            if value is not None and value < due:
+                due = value
+        self.t = t
+        self.due = due = None if due == _NEVER else due
+        return due
+
+    def per_rule(self) -> list[int | None] | None:
+        """Each rule's due time as last computed, in the order of RULES (None: nothing computed yet)."""
+        if self.cached is None:
+            return None
+        cached, fresh = iter(self.cached), iter(self.fresh)
+        values = []
+        for rule in RULES:
+            if rule.reads is not None and rule.due_by_reads:
+                due = next(cached)
+                values.append(None if due == _NEVER else due)
+            else:
+                values.append(next(fresh))
+        return values
 
 
 def traits(segment: str, profile: Profile, t: int, cfg: CatalogConfig) -> dict[str, Any]:

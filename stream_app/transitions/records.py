@@ -40,7 +40,11 @@ def transition_id(user_id: str, segment: str, cause_key: str) -> str:
     return digest.hexdigest()
 
 
-def to_record(change: Change, emitted_at_ms: int, historical_after_ms: int, model_version: str) -> dict[str, Any]:
+def to_record(change: Change, emitted_at_ms: int, historical_after_ms: int, model_version: str,
+              backfill: bool = False, emitted_at: str | None = None) -> dict[str, Any]:
+    """The transition record of ``change``; ``backfill``: historical whatever its age, like
+    `change.backfill` (the engine says so here rather than copying the change); ``emitted_at``:
+    `format_timestamp(emitted_at_ms)`, when the caller formatted it once for a whole batch."""
     if change.cause_type == "event":
         cause: dict[str, Any] = {"type": "event", "message_id": change.cause_ref}
     elif change.cause_type == "timer":
@@ -60,9 +64,9 @@ def to_record(change: Change, emitted_at_ms: int, historical_after_ms: int, mode
         "from": change.from_member,
         "to": change.to_member,
         "at": format_timestamp(change.at),
-        "emitted_at": format_timestamp(emitted_at_ms),
+        "emitted_at": format_timestamp(emitted_at_ms) if emitted_at is None else emitted_at,
         "cause": cause,
-        "historical": change.backfill or emitted_at_ms - change.at > historical_after_ms,
+        "historical": backfill or change.backfill or emitted_at_ms - change.at > historical_after_ms,
         "traits": change.traits,
         "model_version": model_version,
     }

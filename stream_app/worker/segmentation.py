@@ -81,7 +81,8 @@ class SegmentationProcessor:
 
     def rolled_back(self) -> None:
         """The transaction was aborted: forget every engine (rebuilt from the stores on next use, with the
-        committed clock, schedule and RFM index) and everything not yet observed."""
+        committed clock, schedule and RFM index; their hot profiles, which the aborted batches changed in
+        place, go with them) and everything not yet observed."""
         self.engines.clear()
         self.population.clear()
         self._uncommitted.clear()
@@ -158,7 +159,8 @@ class SegmentationProcessor:
     def _engine(self, partition: int) -> PartitionEngine:
         engine = self.engines.get(partition)
         if engine is None:
-            engine = PartitionEngine(partition, self.stores[partition], self.cfg, max_event_bytes=self.settings.max_event_bytes)
+            engine = PartitionEngine(partition, self.stores[partition], self.cfg, max_event_bytes=self.settings.max_event_bytes,
+                                     hot_profiles=self.settings.hot_profiles)
             started = time.monotonic()
             population: Counter = Counter()
             for (segment, member), count in engine.rebuild_schedule().items():
