@@ -9,7 +9,8 @@ committed offsets). The points are the driver's fault-hook names (tests/crash_wo
   changelog is ahead of the local state, which the restart must take from the changelog's tail;
 - `restore_chunk`: during a restore from the changelog (the local state was lost), after a chunk was
   written locally and before the restore finished;
-- `revoke_commit`: at the commit a rebalance asks for, when a second worker joins and partitions move.
+- `revoke_commit`: at the commit a rebalance asks for, when a second worker joins and partitions move
+  (the partitions being handed over can be left to nobody; the workers notice and heal it).
 """
 
 from __future__ import annotations
@@ -72,10 +73,6 @@ def test_a_crash_during_a_restore_changes_nothing_in_the_output(kafka_bootstrap,
         worker.stop()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known limitation (docs/reliability.md, 'A crash between the two rounds of a cooperative rebalance'): "
-    "the partitions the crashed static member was revoking stay unassigned after it restarts within its "
-    "session timeout, until another rebalance; nothing is lost or repeated, but they wait"))
 def test_a_crash_at_the_commit_of_a_rebalance_changes_nothing_in_the_output(kafka_bootstrap, tmp_path):
     names = Names(kafka_bootstrap, partitions=4)
     names.create_topics()
@@ -92,9 +89,13 @@ def test_a_crash_at_the_commit_of_a_rebalance_changes_nothing_in_the_output(kafk
         pacer.join(120)
         assert pacer.error is None and pacer.sent == len(scenario.messages())
         _crashed_at(first, "revoke_commit", 1)
+        # the partitions the first was handing over may belong to nobody until a worker notices and the
+        # group rebalances (driver/group_watch.py; docs/reliability.md): within the 90 s
         compared = scenario.finish_and_compare(names, first, second, timeout=90)
         assert second.restarts == [], second.restarts
-        print(f"revoke_commit: {compared['compared']} transitions compared")
+        healed = [w for w, logs in (("first", first.worker.log()), ("second", second.worker.log()))
+                  if "belong to no member of the group: leaving it and joining again" in logs]
+        print(f"revoke_commit: {compared['compared']} transitions compared; healed by {healed or 'nobody (no partition was left unowned)'}")
     finally:
         for worker in (first, second):
             if worker is not None:

@@ -90,6 +90,9 @@ class SlotConfig:
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
         }
 
+    def admin_config(self) -> dict[str, Any]:
+        return self._common("admin")
+
     def consumer(self, **callbacks: Any) -> Consumer:
         return Consumer({**self.consumer_config(), **callbacks})
 

@@ -26,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from . import metrics
 from .clients import SlotConfig
+from .group_watch import UnownedPartitionsWatch
 from .patience import Patience
 from .restore import restore
 from .store import PartitionStore, StoreBudget
@@ -99,6 +100,7 @@ class StreamDriver:
         self.assigned_in_call: set[int] = set()  # partitions assigned during the current poll
         self.fatal_error: KafkaError | None = None
         self.patience = Patience()  # calls that wait for an unreachable cluster (driver/patience.py)
+        self.group_watch: UnownedPartitionsWatch | None = None
 
     # -- health ---------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -128,8 +130,9 @@ class StreamDriver:
         self.transaction.init()  # fences this slot's predecessor and aborts its open transaction
         self.reader = slot.reader("restore", fetch_wait_ms=10)
         consumer = self.consumer = slot.consumer(error_cb=self._on_client_error)
-        consumer.subscribe([self.config.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._subscribe(consumer)
         log.info("slot %s: transactional id %s, group %s", slot.instance_id, slot.transactional_id, slot.group_id)
+        self.group_watch = UnownedPartitionsWatch(slot.admin_config(), slot.group_id, self.config.input_topic).start()
         try:
             while not stop.is_set():
                 self.step()
@@ -138,6 +141,7 @@ class StreamDriver:
             self.failed = True  # nothing more is committed: closing the consumer only drops the partitions
             raise
         finally:
+            self.group_watch.close()
             consumer.close()  # revokes (and commits) whatever is still assigned
             for store in self.stores.values():
                 store.close()
@@ -146,6 +150,21 @@ class StreamDriver:
             producer.flush(5)
             self.transaction = None  # the producer is destroyed with its last reference (it has no close())
             del producer
+
+    def _subscribe(self, consumer: Consumer) -> None:
+        consumer.subscribe([self.config.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _heal_unowned_partitions(self, consumer: Consumer) -> None:
+        """When partitions belong to no member of a stable group and this member is the one to act
+        (driver/group_watch.py), leave the group and join again at once: the coordinator rebalances.
+        Outside the rebalance callbacks, between two polls."""
+        unowned = self.group_watch.take_heal(consumer.memberid() or "") if self.group_watch is not None else None
+        if unowned:
+            log.warning("input partitions %s belong to no member of the group: leaving it and joining again, so that "
+                        "it rebalances (owning %s until then)", sorted(unowned), sorted(self.stores))
+            metrics.GROUP_HEALS.inc()
+            consumer.unsubscribe()
+            self._subscribe(consumer)
 
     def step(self) -> None:
         consumer, cfg = self.consumer, self.config
@@ -182,6 +201,7 @@ class StreamDriver:
             if drained or self.transaction.age_s() * 1000 >= cfg.commit_interval_ms:
                 self.commit()
         self.transaction.producer.poll(0)
+        self._heal_unowned_partitions(consumer)
 
     def _records(self, fetched: list[Message]) -> list[Message]:
         """The records among what the consumer returned; its error events are reported here, and a
