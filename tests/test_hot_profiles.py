@@ -199,7 +199,7 @@ def test_an_aborted_batch_in_the_worker_leaves_nothing_in_the_hot_profiles(tmp_p
         processor.process(0, [first], T0 + 2 * MINUTE_MS, _Outputs())
         store.apply_staged(1)  # committed
         processor.committed(T0 + 2 * MINUTE_MS)
-        assert processor.engines[0].hot_profiles == 100 and "u" in processor.engines[0].hot
+        assert processor.engines[0].hot.most == 100 and "u" in processor.engines[0].hot
 
         attempt = _Outputs()
         processor.process(0, [second], T0 + 2 * MINUTE_MS, attempt)
@@ -213,3 +213,24 @@ def test_an_aborted_batch_in_the_worker_leaves_nothing_in_the_hot_profiles(tmp_p
         assert again.transitions() == attempt.transitions()
     finally:
         store.close()
+
+
+def test_hot_profiles_are_bounded_in_number_and_in_encoded_bytes():
+    from stream_app.engine.hot_profiles import ENCODED_BYTES_EACH, MAX_ENCODED_BYTES, HotProfiles
+
+    hot = HotProfiles(4)
+    for n in range(6):
+        hot.keep(f"u{n}", n, None, 100)
+    assert list(hot) == ["u2", "u3", "u4", "u5"] and hot.bytes == 400  # by number
+    hot.keep("big", "heavy", None, MAX_ENCODED_BYTES + 1)
+    assert "big" not in hot and hot.bytes == 400  # a heavy user's profile is not kept
+    hot.keep("wide", "w", None, 4 * ENCODED_BYTES_EACH - 250)
+    assert list(hot) == ["u4", "u5", "wide"] and hot.bytes <= hot.byte_budget  # by bytes: the oldest went
+    assert hot.take("u5") == (5, None) and hot.bytes == 100 + 4 * ENCODED_BYTES_EACH - 250
+    hot.keep("u4", 44, None, 50)  # kept again: replaced, most recently used
+    assert list(hot) == ["wide", "u4"] and hot["u4"] == (44, None) and hot.bytes == 50 + 4 * ENCODED_BYTES_EACH - 250
+    hot.clear()
+    assert not hot and hot.bytes == 0 and not hot.sizes
+    none = HotProfiles(0)
+    none.keep("u", 1, None, 10)
+    assert not none

@@ -15,7 +15,8 @@ changelog partition and coordinates the group or the transactions (both, when on
 Each run is compared with the replay of the same input (tests/output_check.py: every transition decided
 by T field by field, memberships, dead letters, committed offsets), the two runs with each other, and the
 input topic with what was sent (the test's producer is idempotent with acks=all, and must not lose or
-repeat a record through the failovers either). The worker may restart at most once.
+repeat a record through the failovers either). The worker may restart at most once per killed broker,
+and only for a fencing.
 """
 
 from __future__ import annotations

@@ -132,8 +132,8 @@ class StreamDriver:
         consumer = self.consumer = slot.consumer(error_cb=self._on_client_error)
         self._subscribe(consumer)
         log.info("slot %s: transactional id %s, group %s", slot.instance_id, slot.transactional_id, slot.group_id)
-        self.group_watch = UnownedPartitionsWatch(slot.admin_config(), slot.group_id, self.config.input_topic).start()
         try:
+            self.group_watch = UnownedPartitionsWatch(slot.admin_config(), slot.group_id, self.config.input_topic).start()
             while not stop.is_set():
                 self.step()
             self.commit()
@@ -141,7 +141,8 @@ class StreamDriver:
             self.failed = True  # nothing more is committed: closing the consumer only drops the partitions
             raise
         finally:
-            self.group_watch.close()
+            if self.group_watch is not None:
+                self.group_watch.close()
             consumer.close()  # revokes (and commits) whatever is still assigned
             for store in self.stores.values():
                 store.close()

@@ -28,7 +28,7 @@ and puts them back only when it returns, so one that raises half-way leaves none
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Protocol
 
@@ -46,6 +46,7 @@ from ..state.profile import Profile
 from ..timers import DueSchedule
 from ..timeutil import format_timestamp
 from ..transitions import Change, memberships_record, to_record
+from .hot_profiles import HotProfiles
 from .timeline import advance, next_due, reevaluate, refresh, take_event
 
 CLOCK_KEY = "\x00partition-clock"
@@ -82,14 +83,11 @@ def message_hash(message_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
-Hot = OrderedDict  # user id -> (decoded profile, its rules' due times), least recently used first
-
-
 class _Batch:
     """Profiles touched by one batch: loaded once (from the hot profiles, else decoded from the store),
     written once."""
 
-    def __init__(self, store: ProfileStore, hot: Hot) -> None:
+    def __init__(self, store: ProfileStore, hot: HotProfiles) -> None:
         self.store = store
         self.hot = hot
         self.profiles: dict[str, Profile] = {}
@@ -103,7 +101,7 @@ class _Batch:
     def load(self, user_id: str) -> Profile:
         profile = self.profiles.get(user_id)
         if profile is None:
-            hot = self.hot.pop(user_id, None)  # taken out: back in `hot` only when the batch returns
+            hot = self.hot.take(user_id)  # taken out: back in `hot` only when the batch returns
             if hot is not None:
                 profile, dues = hot
             else:
@@ -155,8 +153,7 @@ class PartitionEngine:
         self.saved_definitions: str | None = None  # definitions version the stored memberships were decided under
         # the most recently used users' profiles, decoded, as last written (and their rules' due times);
         # at most `hot_profiles` of them (0: none kept between batches)
-        self.hot: Hot = OrderedDict()
-        self.hot_profiles = max(0, hot_profiles)
+        self.hot = HotProfiles(hot_profiles)
         saved = store.get(CLOCK_KEY)
         if saved is not None:
             state = msgpack.unpackb(saved)
@@ -401,19 +398,15 @@ class PartitionEngine:
         result.writes[CLOCK_KEY] = self._clock_state()
         result.clock = self.clock
         result.backfill_clock = self.backfill_clock
-        self._keep_hot(batch)  # last: nothing of a batch that raised before this is kept
+        self._keep_hot(batch, result)  # last: nothing of a batch that raised before this is kept
         return result
 
-    def _keep_hot(self, batch: _Batch) -> None:
+    def _keep_hot(self, batch: _Batch, result: BatchResult) -> None:
         """The batch's profiles, as just written, become the most recently used; the least recently used
         beyond the bound are forgotten (decoded again from the store when next needed)."""
-        if not self.hot_profiles:
-            return
-        hot, dues = self.hot, batch.dues
+        hot, dues, writes = self.hot, batch.dues, result.writes
         for user_id, profile in batch.profiles.items():
-            hot[user_id] = (profile, dues[user_id])
-        while len(hot) > self.hot_profiles:
-            hot.popitem(last=False)
+            hot.keep(user_id, profile, dues[user_id], len(writes[user_id]))
 
     def drop_hot_profiles(self) -> None:
         """Forget every decoded profile kept across batches: for a caller that keeps this engine but did
