@@ -163,7 +163,7 @@ class StreamDriver:
         if unowned:
             log.warning("input partitions %s belong to no member of the group: leaving it and joining again, so that "
                         "it rebalances (owning %s until then)", sorted(unowned), sorted(self.stores))
-            metrics.GROUP_HEALS.inc()
+            metrics.GROUP_REJOINS.inc()
             consumer.unsubscribe()
             self._subscribe(consumer)
 
