@@ -90,7 +90,11 @@ class Supervised:
             own = [e for e in errors if "status 70" in e or "Exiting with status" in e]
             # and the exception its traceback ends with, which says why
             raised = re.findall(r"^Traceback \(most recent call last\):\n(?:[ \t].*\n)*(.*)$", log, re.MULTILINE)
-            cause = f" ({raised[-1]})" if raised else ""
+            # or the native crash: librdkafka's failed assertion, and the Python call faulthandler shows
+            # the main thread in
+            native = re.findall(r"^(\*\*\* .*assert.*|Fatal Python error: .*)$", log, re.MULTILINE)
+            crashed_in = re.findall(r"^Current thread .*\n(?:  .*\n)*?  File (.*)$", log, re.MULTILINE)
+            cause = "".join(f" ({what})" for what in [*raised[-1:], *native, *crashed_in[:1]])
             self.restarts.append(f"exit {proc.returncode}: {(own or errors or ['no error logged'])[-1]}{cause}")
             self.worker = WorkerProcess(self.names, self.data_dir).start()
         return self

@@ -276,8 +276,8 @@ def test_leaders_killed_mid_stream_lose_nothing_and_repeat_nothing(cluster, tmp_
     for fault in faults:
         assert len(fault["worker_restarts"]) <= 1, fault
     assert len(worker.restarts) <= len(faults), worker.restarts
-    for restart in worker.restarts:
-        assert re.search(r"FENCED|INVALID_TXN_STATE|fenced", restart), restart
+    for restart, log in zip(worker.restarts, worker.dead_logs):
+        assert re.search(r"FENCED|INVALID_TXN_STATE|fenced", restart), f"{restart}; the log ends:\n{log[-6000:]}"
 
 
 def test_topics_on_a_single_broker_take_its_replication_factor(kafka_bootstrap):

@@ -28,6 +28,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def group_describer(pid: int) -> bool:
+    """An engine process's one child: its group check's client (stream_app/driver/group_describer.py)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"stream_app.driver.group_describer"]
+    except FileNotFoundError:
+        return False
+
+
 def running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
@@ -100,10 +108,15 @@ def test_processes_stop_themselves_when_their_supervisor_is_killed(kafka_bootstr
     try:
         wait_for(lambda: metric(pod, "stream_app_process_ready") == 2, 90, "two ready engine processes")
         kids = children(pod.proc.pid)
-        assert len(kids) == 2 and not any(children(kid) for kid in kids)  # engine processes, not supervisors
+        assert len(kids) == 2
+        # engine processes, not supervisors: each has at most its group check's child (from its first check on)
+        wait_for(lambda: all(len(children(kid)) == 1 for kid in kids), 30, "each engine process's group check")
+        grandchildren = [pid for kid in kids for pid in children(kid)]
+        assert all(group_describer(pid) for pid in grandchildren), grandchildren
+        kids += grandchildren
         os.kill(pod.proc.pid, signal.SIGKILL)
         pod.proc.wait(10)
-        wait_for(lambda: not any(running(pid) for pid in kids), 40, "the orphaned engine processes to stop")
+        wait_for(lambda: not any(running(pid) for pid in kids), 40, "the orphaned engine processes and their children to stop")
     finally:
         pod.stop()
         for kid in kids:  # whatever still runs must not outlive the test

@@ -8,8 +8,8 @@ group Stable, until some other rebalance (docs/reliability.md, "A crash between 
 cooperative rebalance").
 
 Every member watches for that from a thread of its own (`describe_consumer_groups`, which lists each
-member's assignment): a Stable group whose assignment, with some partitions unowned, stays the same at
-CONFIRMATIONS checks in a row (30 s). Between the two rounds of a normal cooperative rebalance the
+member's assignment, asked from a child process: group_describer.py says why): a Stable group whose
+assignment, with some partitions unowned, stays the same at CONFIRMATIONS checks in a row (30 s). Between the two rounds of a normal cooperative rebalance the
 group is Stable too, with the handed-over partitions unowned, until the revoking member rejoins: within
 a second normally, longer when its loop is busy; the 30 s of an unchanged assignment keep that apart.
 The member with the fewest partitions (then the lowest instance id) heals it: the driver's loop calls
@@ -35,8 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from confluent_kafka import ConsumerGroupState
-from confluent_kafka.admin import AdminClient
+from .group_describer import DescriberGone, GroupDescriber
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def decide(stable: bool, members: list[Member], partition_count: int, previous: 
 
 class UnownedPartitionsWatch:
     def __init__(self, admin_config: dict[str, Any], group: str, topic: str, check_every_s: float = CHECK_EVERY_S) -> None:
-        self.admin = AdminClient(admin_config)
+        self.describer = GroupDescriber(admin_config, group, topic)
         self.group, self.topic, self.check_every_s = group, topic, check_every_s
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -104,6 +103,8 @@ class UnownedPartitionsWatch:
     def close(self) -> None:
         self.stop.set()
         self._thread.join(1)  # a check under way ends within its request timeout; the thread is a daemon
+        if not self._thread.is_alive():
+            self.describer.close()
 
     def take_heal(self, member_id: str) -> frozenset[int] | None:
         """The unowned partitions when this member (`consumer.memberid()`) is to make the group rebalance
@@ -117,6 +118,12 @@ class UnownedPartitionsWatch:
         return partitions
 
     def _watch(self) -> None:
+        try:
+            self._checks()
+        finally:
+            self.describer.close()
+
+    def _checks(self) -> None:
         while not self.stop.wait(self.check_every_s):
             with self._lock:
                 cooling = time.monotonic() - self._healed_at < COOLDOWN_S
@@ -130,6 +137,8 @@ class UnownedPartitionsWatch:
                 with self._lock:
                     self._heal = None
                 now = time.monotonic()
+                if isinstance(exc, DescriberGone) and self._failing_since is None:
+                    log.warning("%s", exc)  # librdkafka aborted the child: said at once
                 self._failing_since = self._failing_since or now
                 if now - self._failing_since >= 60 and now - self._warned_at >= 600:
                     self._warned_at = now
@@ -138,15 +147,10 @@ class UnownedPartitionsWatch:
                                 "'Partitions unowned')", self.group, now - self._failing_since, exc)
 
     def _check(self) -> None:
-        description = self.admin.describe_consumer_groups([self.group], request_timeout=5)[self.group].result()
-        metadata = self.admin.list_topics(self.topic, timeout=5).topics.get(self.topic)
-        if metadata is None or metadata.error is not None:
-            raise RuntimeError(f"the input topic {self.topic} cannot be described: {metadata.error if metadata else 'absent'}")
-        members = [Member(m.member_id, m.group_instance_id or "",
-                          frozenset(tp.partition for tp in m.assignment.topic_partitions if tp.topic == self.topic))
-                   for m in description.members]
-        self._previous, chosen = decide(description.state == ConsumerGroupState.STABLE, members, len(metadata.partitions), self._previous)
-        missing = unowned(members, len(metadata.partitions)) if chosen is not None else frozenset()
+        stable, described, partition_count = self.describer.describe()
+        members = [Member(member_id, instance_id, partitions) for member_id, instance_id, partitions in described]
+        self._previous, chosen = decide(stable, members, partition_count, self._previous)
+        missing = unowned(members, partition_count) if chosen is not None else frozenset()
         if chosen is not None:
             log.warning("input partitions %s have belonged to no member of group %s for %d checks, the group stable: "
                         "member %s is to make it rebalance", sorted(missing), self.group, self._previous[1], chosen)

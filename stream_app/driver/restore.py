@@ -22,10 +22,15 @@ from typing import Callable, Sequence
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from . import metrics
+from .patience import kafka_error, unreachable
 from .store import PartitionStore
 
 log = logging.getLogger(__name__)
 CHUNK = 20_000
+# while a broker dies, the changelog partition's leader moves: the reader's metadata lacks it for a moment
+LEADER_MOVING = frozenset({KafkaError._UNKNOWN_PARTITION,
+                           KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION})
+LEADER_PATIENCE_S = 60.0
 
 
 def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float = 10.0,
@@ -37,7 +42,7 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
     remaining = 0
     for store in stores:
         tp = TopicPartition(store.changelog_topic, store.partition)
-        low, high = reader.get_watermark_offsets(tp, timeout=timeout_s)
+        low, high = _watermarks(reader, tp, timeout_s)
         start = store.next_changelog_offset()
         if start is not None and not (low <= start <= high):
             log.warning("partition %d: the local state's changelog position %d is outside the changelog (%d..%d); "
@@ -91,3 +96,27 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
         metrics.RESTORE_REMAINING.set(0)
     log.info("restored partitions %s from the changelog: %d records in %.2f s", sorted(by_partition), read, time.monotonic() - started)
     return read
+
+
+def _watermarks(reader: Consumer, tp: TopicPartition, timeout_s: float, patience_s: float = LEADER_PATIENCE_S,
+                pause_s: float = 1.0) -> tuple[int, int]:
+    """The changelog partition's low and high offsets, asked again for up to `patience_s` while its leader
+    moves or the cluster does not answer (a restore right after a broker's loss); then the error stands."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return reader.get_watermark_offsets(tp, timeout=timeout_s)
+        except KafkaException as exc:
+            error = kafka_error(exc)
+            if (error is None or error.fatal() or time.monotonic() >= deadline
+                    or not (error.code() in LEADER_MOVING or unreachable(error))):
+                raise
+            log.warning("restoring partition %d: the changelog's offsets are not known yet (%s); asking again",
+                        tp.partition, error.str())
+            time.sleep(pause_s)
+            # the reader's metadata may still name a dead leader (its own refresh is every 5 minutes),
+            # and the offsets request waits for that broker: ask for the topic's metadata first
+            try:
+                reader.list_topics(tp.topic, timeout=min(timeout_s, max(0.1, deadline - time.monotonic())))
+            except KafkaException:
+                pass

@@ -76,8 +76,10 @@ def stop_on_signals(stop: threading.Event, grace_s: float) -> None:
 
     threading.Thread(target=receive, name="stop-signals", daemon=True).start()
     # `kill -USR1 <pid>` prints every thread's stack to stderr at once, even while the main thread waits
-    # inside librdkafka
+    # inside librdkafka; a fatal signal (SIGABRT from a failed assertion in librdkafka, SIGSEGV) prints them
+    # too before the process dies, so that its log says which call it died in
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    faulthandler.enable(file=sys.stderr, all_threads=True)
 
 
 def exit_when_stuck(alive: Callable[[], bool], status: int, check_every_s: float = 1.0) -> None:
