@@ -228,22 +228,38 @@ def _send(producer: Any, topic: str, key: bytes | None, value: bytes, on_deliver
     producer.poll(0)
 
 
-def _produce(args: argparse.Namespace) -> int:
+def _keyed_lines(path: str) -> Any:
+    """(key, line) of each non-empty line of a JSON-lines file, keyed by the event's user."""
+    with open(path, "rb") as handle:
+        for line in handle:
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            try:
+                doc = json.loads(line)
+                key = (doc.get("userId") or doc.get("anonymousId") or "").encode() or None
+            except (ValueError, AttributeError):
+                key = None  # malformed lines are sent as they are: the worker dead-letters them
+            yield key, line
+
+
+def _send_to_input(command: str, topic: str | None, messages: Any) -> int:
+    """Send (key, value) pairs to the input topic (or `topic`) as users' events: idempotent, acks=all,
+    keys placed as the Java client places them. Returns the exit status; says what was sent or why not."""
     from confluent_kafka import KafkaException, Producer
 
-    from ..settings import Settings
-
     from ..kafka_security import check_access
+    from ..settings import Settings
 
     settings = Settings()
     check_access(settings.kafka_security, settings.bootstrap_servers)
-    if not args.topic:
+    if not topic:
         from ..worker.topics import ensure_topics
 
         ensure_topics(settings)  # so that the input topic gets the configured partition count
-    topic = args.topic or settings.input_topic
+    topic = topic or settings.input_topic
     producer = Producer({
-        "bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.app_id}-produce",
+        "bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.app_id}-{command}",
         **settings.kafka_security.librdkafka_config(),
         "acks": "all", "linger.ms": 20,
         # each user's events must reach the worker in the order given (the catalog's rule): idempotence
@@ -257,7 +273,7 @@ def _produce(args: argparse.Namespace) -> int:
     try:  # librdkafka would queue the messages and retry for minutes: say at once that nobody answers
         producer.list_topics(topic, timeout=30)
     except KafkaException as exc:
-        print(f"error: produce: no answer from Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}", file=sys.stderr)
+        print(f"error: {command}: no answer from Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}", file=sys.stderr)
         return 2
     failed: list[Any] = []
 
@@ -266,25 +282,41 @@ def _produce(args: argparse.Namespace) -> int:
             failed.append(error)
 
     sent = 0
-    with open(args.input, "rb") as handle:
-        for line in handle:
-            line = line.rstrip(b"\r\n")
-            if not line:
-                continue
-            try:
-                doc = json.loads(line)
-                key = (doc.get("userId") or doc.get("anonymousId") or "").encode() or None
-            except (ValueError, AttributeError):
-                key = None  # malformed lines are sent as they are: the worker dead-letters them
-            _send(producer, topic, key, line, delivered)
-            sent += 1
+    for key, value in messages:
+        _send(producer, topic, key, value, delivered)
+        sent += 1
     producer.flush()
     if failed:
-        print(f"error: produce: {len(failed)} of {sent} messages were not delivered to {topic} on "
+        print(f"error: {command}: {len(failed)} of {sent} messages were not delivered to {topic} on "
               f"{settings.bootstrap_servers}: {failed[0].str()}", file=sys.stderr)
         return 1
-    print(f"produce: {sent} messages -> {topic} on {settings.bootstrap_servers}", file=sys.stderr)
+    print(f"{command}: {sent} messages -> {topic} on {settings.bootstrap_servers}", file=sys.stderr)
     return 0
+
+
+def _produce(args: argparse.Namespace) -> int:
+    return _send_to_input("produce", args.topic, _keyed_lines(args.input))
+
+
+def _erase(args: argparse.Namespace) -> int:
+    """One Segment-spec `delete` event per id, keyed like the user's events: it reaches the user's
+    partition after everything sent before it, and the worker removes the user's state (docs/security.md)."""
+    import uuid
+
+    from ..timeutil import format_timestamp
+
+    ids = list(args.user_id)
+    if args.file:
+        with open(args.file, encoding="utf-8") as handle:
+            ids += [line.strip() for line in handle if line.strip()]
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        print("error: erase: no user ids; give --user-id ID (repeatable) or --file IDS.txt (one id per line)", file=sys.stderr)
+        return 2
+    now = format_timestamp(int(time.time() * 1000))
+    requests = [(user.encode(), json.dumps({"type": "delete", "userId": user, "messageId": f"erase-{uuid.uuid4()}",
+                                            "timestamp": now}).encode()) for user in ids]
+    return _send_to_input("erase", args.topic, requests)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--input", required=True)
     produce.add_argument("--topic", help="default: STREAM_APP_INPUT_TOPIC")
     produce.set_defaults(func=_produce)
+
+    erase = sub.add_parser("erase", help="erasure requests: remove users' state everywhere the worker keeps it "
+                                         "(docs/security.md, 'Erasure')")
+    erase.add_argument("--user-id", action="append", default=[], metavar="ID",
+                       help="a userId or anonymousId to erase (repeatable); erase each id the person had")
+    erase.add_argument("--file", help="a text file of ids, one per line")
+    erase.add_argument("--topic", help="default: STREAM_APP_INPUT_TOPIC")
+    erase.set_defaults(func=_erase)
 
     from ..importer.command import add_import_arguments
 

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Protocol
 import msgpack
 
 from ..events import Event, InvalidEvent, decode_event
-from ..events.decode import DEFAULT_MAX_EVENT_BYTES
+from ..events.decode import DEFAULT_MAX_EVENT_BYTES, ERASURE
 from ..segments import rfm
 from ..segments.catalog import RuleDues
 from ..segments.config import CatalogConfig
@@ -47,7 +47,7 @@ from ..timers import DueSchedule
 from ..timeutil import format_timestamp
 from ..transitions import Change, memberships_record, to_record
 from .hot_profiles import HotProfiles
-from .timeline import advance, next_due, reevaluate, refresh, take_event
+from .timeline import advance, erase, next_due, reevaluate, refresh, take_event
 
 CLOCK_KEY = "\x00partition-clock"
 DEFAULT_HOT_PROFILES = 5_000  # decoded profiles kept across batches, per partition (STREAM_APP_HOT_PROFILES)
@@ -266,6 +266,10 @@ class PartitionEngine:
             any_valid = True
             user_id = event.user_id
             profile = batch.load(user_id)
+            if event.type == ERASURE:  # counted as `type:delete`
+                counts["type:delete"] += 1
+                self._erase(batch, user_id, profile, event)
+                continue
             key = message_hash(event.message_id)
             if key in profile.seen:
                 counts["duplicate"] += 1
@@ -367,6 +371,15 @@ class PartitionEngine:
             result.counts["dropped_dormant"] += 1
         else:
             self._reschedule(user_id, profile, wall_ms, dues)
+
+    def _erase(self, batch: _Batch, user_id: str, profile: Profile, event: Event) -> None:
+        """Everything of the user goes: the profile (a tombstone in the changelog), its memberships (a
+        tombstone on the memberships topic), its due times, its RFM index entry and its hot copy; the
+        user leaves every segment (cause `erasure`). A later event of the same id starts a new user."""
+        batch.changes.extend(erase(user_id, profile, event))
+        batch.delete(user_id)
+        self.schedule.discard(user_id)
+        self.parked.discard(user_id)
 
     def _reschedule(self, user_id: str, profile: Profile, wall_ms: int, dues: RuleDues | None = None) -> None:
         due = next_due(profile, self.cfg, dues)

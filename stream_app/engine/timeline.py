@@ -122,6 +122,16 @@ def take_event(user_id: str, profile: Profile, event: Event, cfg: CatalogConfig,
     return changes
 
 
+def erase(user_id: str, profile: Profile, event: Event) -> list[Change]:
+    """An erasure request (a Segment-spec `delete` event): the user leaves every segment at once, at
+    max(the request's time, the user's time), with cause `erasure` and no traits (nothing of the user's
+    data travels with it). No timer fires first and no pending event is applied: the caller drops the
+    profile whole."""
+    at = max(event.ts, profile.t)
+    return [Change(user_id, segment, member, None, at, "erasure", event.message_id, {})
+            for segment, member in sorted(profile.members.items())]
+
+
 def advance(user_id: str, profile: Profile, until: int, cfg: CatalogConfig,
             dues: catalog.RuleDues | None = None) -> tuple[list[Change], bool]:
     """Process everything due at or before ``until``. Returns (changes, dormant) where dormant means the

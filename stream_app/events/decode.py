@@ -24,6 +24,9 @@ from ..timeutil import HOUR_MS, parse_timestamp
 SCHEMA_PATH = package_file("schemas", "clickstream-event.schema.json")
 DEFAULT_MAX_EVENT_BYTES = 32 * 1024
 FUTURE_ALLOWANCE_MS = 24 * HOUR_MS
+# Segment-spec `delete`: the user's erasure request (Segment forwards its user deletions to destinations
+# as such events); the engine removes every trace of the user's state (engine/partition.py, `_erase`)
+ERASURE = "delete"
 
 # Properties the default catalog reads. Only these are kept in state (pending events), which keeps
 # profiles small; the full event stays on the input topic.
@@ -58,7 +61,7 @@ class Event:
 
     message_id: str
     user_id: str
-    type: str  # track | identify | page | screen | alias
+    type: str  # track | identify | page | screen | alias | delete (an erasure request, ERASURE)
     name: str  # track: event name; page/screen: page name ('' when absent)
     ts: int  # event time, epoch ms
     props: dict[str, Any]

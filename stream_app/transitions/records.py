@@ -20,8 +20,8 @@ class Change:
     from_member: str | None
     to_member: str | None
     at: int  # event time of the cause
-    cause_type: str  # event | timer | refresh | definitions
-    cause_ref: str  # messageId for events, due time (ms) for timers
+    cause_type: str  # event | timer | refresh | definitions | erasure
+    cause_ref: str  # messageId for events and erasures, due time (ms) for timers
     traits: dict[str, Any]
     backfill: bool = False  # caused by a backfill event, or decided on a backfill's clock: always historical
 
@@ -45,8 +45,8 @@ def to_record(change: Change, emitted_at_ms: int, historical_after_ms: int, mode
     """The transition record of ``change``; ``backfill``: historical whatever its age, like
     `change.backfill` (the engine says so here rather than copying the change); ``emitted_at``:
     `format_timestamp(emitted_at_ms)`, when the caller formatted it once for a whole batch."""
-    if change.cause_type == "event":
-        cause: dict[str, Any] = {"type": "event", "message_id": change.cause_ref}
+    if change.cause_type in ("event", "erasure"):
+        cause: dict[str, Any] = {"type": change.cause_type, "message_id": change.cause_ref}
     elif change.cause_type == "timer":
         cause = {"type": "timer", "due": format_timestamp(int(change.cause_ref))}
     elif change.cause_type == "definitions":

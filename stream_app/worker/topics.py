@@ -13,10 +13,15 @@ from ..settings import Settings
 from .population_exchange import population_topic
 
 log = logging.getLogger(__name__)
-# Only the cleanup policy is set per topic. Replication: STREAM_APP_REPLICATION_FACTOR, by default -1, which
-# CreateTopics (Kafka 2.4+, KIP-464) resolves to the cluster's default.replication.factor; min.insync.replicas
-# and everything else come from the brokers' defaults.
+# Only the cleanup policy is set per topic, and on the compacted topics that hold users' data a bound on
+# how long an old value may outlive its tombstone. Replication: STREAM_APP_REPLICATION_FACTOR, by default
+# -1, which CreateTopics (Kafka 2.4+, KIP-464) resolves to the cluster's default.replication.factor;
+# min.insync.replicas and everything else come from the brokers' defaults.
 COMPACTED = {"cleanup.policy": "compact"}
+# An erased or dropped user's older records in a compacted topic go when the cleaner compacts their
+# segment, which may otherwise wait for ever (the active segment, a log below min.cleanable.dirty.ratio):
+# max.compaction.lag.ms (KIP-354, Kafka 2.3+) makes it compact them within 7 days (docs/security.md, "Erasure")
+USER_DATA_COMPACTED = {**COMPACTED, "max.compaction.lag.ms": str(7 * 24 * 3600 * 1000)}
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
@@ -24,10 +29,10 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     return [
         NewTopic(settings.input_topic, n, rf),
         NewTopic(settings.transitions_topic, n, rf),
-        NewTopic(settings.memberships_topic, n, rf, config=COMPACTED),
+        NewTopic(settings.memberships_topic, n, rf, config=USER_DATA_COMPACTED),
         NewTopic(settings.dlq_topic, n, rf),
         # the profiles' changelog: one partition per input partition, compacted
-        NewTopic(settings.changelog_topic, n, rf, config=COMPACTED),
+        NewTopic(settings.changelog_topic, n, rf, config=USER_DATA_COMPACTED),
         # one partition: every worker reads every partition's RFM summary (key = input partition)
         NewTopic(population_topic(settings), 1, rf, config=COMPACTED),
     ]
