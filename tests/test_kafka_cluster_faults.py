@@ -16,7 +16,8 @@ Each run is compared with the replay of the same input (tests/output_check.py: e
 by T field by field, memberships, dead letters, committed offsets), the two runs with each other, and the
 input topic with what was sent (the test's producer is idempotent with acks=all, and must not lose or
 repeat a record through the failovers either). The worker may restart at most once per killed broker,
-and only for a fencing.
+and only by its own exit (status 70) for a client librdkafka declared unusable (fenced, or another fatal
+producer error).
 """
 
 from __future__ import annotations
@@ -267,17 +268,20 @@ def test_leaders_killed_mid_stream_lose_nothing_and_repeat_nothing(cluster, tmp_
 
     print(f"reference run {reference_s:.1f} s; faults {faults}; {compared['compared']} transitions compared; "
           f"restarts: {worker.restarts}; test {time.monotonic() - started:.1f} s")
-    # Each broker's loss may cost one restart, and only for a fencing (docs/reliability.md, "Three brokers:
-    # leader loss"): when the leaders or coordinators move later than the 10 s transaction timeout, the
-    # new transaction coordinator aborts the open transaction for its age and bumps the producer's epoch,
-    # which librdkafka reports as fatal (producer fenced, INVALID_TXN_STATE); the group coordinator's loss
-    # takes longer than the session timeout, and librdkafka reports the rejoining static member fenced
-    # (#3437). Anything else, or a second restart for one fault (a crash loop), fails the test.
+    # Each broker's loss may cost one restart (docs/reliability.md, "Three brokers: leader loss"), and only
+    # the worker's own exit for a client that librdkafka has declared unusable: when the leaders or
+    # coordinators move later than the 10 s transaction timeout, the new transaction coordinator aborts the
+    # open transaction for its age and bumps the producer's epoch (producer fenced, INVALID_TXN_STATE); a
+    # batch possibly persisted by the dead leader leaves the idempotent producer's sequence out of step with
+    # the new one (OUT_OF_ORDER_SEQUENCE_NUMBER, fatal); the group coordinator's loss takes longer than the
+    # session timeout, and librdkafka reports the rejoining static member fenced (#3437). A crash (a signal),
+    # any other error, or a second restart for one fault (a crash loop) fails the test.
     for fault in faults:
         assert len(fault["worker_restarts"]) <= 1, fault
     assert len(worker.restarts) <= len(faults), worker.restarts
     for restart, log in zip(worker.restarts, worker.dead_logs):
-        assert re.search(r"FENCED|INVALID_TXN_STATE|fenced", restart), f"{restart}; the log ends:\n{log[-6000:]}"
+        assert re.match(r"exit 70: ", restart) and re.search(r"FENCED|INVALID_TXN_STATE|fenced|KafkaError\{FATAL,", restart), \
+            f"{restart}; the log ends:\n{log[-6000:]}"
 
 
 def test_topics_on_a_single_broker_take_its_replication_factor(kafka_bootstrap):
