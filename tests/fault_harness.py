@@ -92,7 +92,7 @@ class Supervised:
             raised = re.findall(r"^Traceback \(most recent call last\):\n(?:[ \t].*\n)*(.*)$", log, re.MULTILINE)
             # or the native crash: librdkafka's failed assertion, and the Python call faulthandler shows
             # the main thread in
-            native = re.findall(r"^(\*\*\* .*assert.*|Fatal Python error: .*)$", log, re.MULTILINE)
+            native = re.findall(r"^(\*\*\* .*assert.*|.*Assertion .* failed\.|Fatal Python error: .*)$", log, re.MULTILINE)
             crashed_in = re.findall(r"^Current thread .*\n(?:  .*\n)*?  File (.*)$", log, re.MULTILINE)
             cause = "".join(f" ({what})" for what in [*raised[-1:], *native, *crashed_in[:1]])
             self.restarts.append(f"exit {proc.returncode}: {(own or errors or ['no error logged'])[-1]}{cause}")

@@ -91,3 +91,26 @@ def test_an_erasure_in_the_middle_of_a_batch_drops_what_came_before_it_only():
     lifecycle = [(t["from"], t["to"], t["cause"]["type"]) for t in result.transitions if t["segment"] == "lifecycle"]
     assert lifecycle == [(None, "new_lead", "event"), ("new_lead", None, "erasure"), (None, "new_lead", "event")]
     assert store.get("u") is not None and result.memberships["u"]["segments"]["lifecycle"] == "new_lead"
+
+
+def test_an_event_after_the_erasure_in_the_same_batch_starts_from_nothing():
+    """The store still holds the old profile until the batch's writes are applied: a later event of the
+    same user in the batch must not read it back."""
+    store = InMemoryStore()
+    eng = PartitionEngine(0, store, CFG, use_wall_clock=False)
+    feed(eng, store, _buyer("u"), wall=T0 + 2 * DAY_MS)
+    old = decode_profile(store.get("u"))
+    assert old.orders and old.cart and old.members["lifecycle"] != "new_lead" and "u" in eng.rfm_index
+
+    t = T0 + DAY_MS + 2 * HOUR_MS
+    result = feed(eng, store, [delete("u", t), track("u", "Signed In", t + MINUTE_MS)], wall=T0 + 2 * DAY_MS)
+    profile = decode_profile(store.get("u"))
+    assert not profile.orders and profile.last_order is None and not profile.cart and len(profile.seen) == 1
+    assert profile.members["lifecycle"] == "new_lead"
+    assert result.memberships["u"]["segments"] == profile.members  # the new user's, replacing the old user's record
+    assert "u" not in eng.rfm_index
+    entered = [(t["segment"], t["from"], t["to"]) for t in result.transitions if t["cause"]["type"] == "event"]
+    assert ("lifecycle", None, "new_lead") in entered
+    # the old cart's timer is gone with it
+    later = eng.advance_to(T0 + 10 * DAY_MS, T0 + 10 * DAY_MS)
+    assert not [t for t in later.transitions if t["segment"] == "cart_abandoner"]

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream_app.driver.group_describer import DescriberGone, GroupDescriber
+from stream_app.driver.group_describer import DescriberGone, GroupDescriber, child_environment
 
 pytestmark = pytest.mark.kafka
 
@@ -85,3 +85,26 @@ def test_kafkas_error_is_an_error_and_the_child_ends_with_the_describer(kafka_bo
     finally:
         describer.close()
     assert child.poll() is not None and child.returncode == 0  # it ended at the end of its input
+
+
+def test_the_childs_environment_holds_no_setting_of_the_app_and_no_secret():
+    kept = child_environment({"PATH": "/usr/bin", "PYTHONPATH": "/app", "HOME": "/home/app", "LANG": "C.UTF-8",
+                              "KAFKA_SASL_PASSWORD": "s3cret", "KAFKA_BOOTSTRAP_SERVERS": "b:9092",
+                              "STREAM_APP_ID": "app", "MY_DB_PASSWORD": "x", "AWS_SECRET_ACCESS_KEY": "y",
+                              "GITHUB_TOKEN": "z", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json"})
+    assert kept == {"PATH": "/usr/bin", "PYTHONPATH": "/app", "HOME": "/home/app", "LANG": "C.UTF-8"}
+
+
+def test_the_child_ignores_stop_signals_and_ends_with_its_input(kafka_bootstrap, member):
+    topic, group, member_id = member
+    describer = GroupDescriber({"bootstrap.servers": kafka_bootstrap, "client.id": "describer-test"}, group, topic)
+    try:
+        assert describer.describe()[0] is True
+        child = describer.proc
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # the worker's process group stopped
+            os.kill(child.pid, signum)
+        time.sleep(0.5)
+        assert child.poll() is None and describer.describe()[1][0][0] == member_id
+    finally:
+        describer.close()
+    assert child.returncode == 0

@@ -8,11 +8,13 @@ channel of the worker (group_watch.py), so its admin client lives in a child pro
 abort there, the check fails once and the next one starts a new child, while the worker goes on.
 
 The child is `python -m stream_app.driver.group_describer`. It reads the admin client's configuration
-(security settings included, hence a pipe rather than arguments or environment) as the first JSON line
-on its stdin, then answers each request line with one JSON line on its stdout:
+(security settings included, hence a pipe rather than arguments or environment; its environment is the
+worker's without the app's settings and anything named like a secret) as the first JSON line on its
+stdin, then answers each request line with one JSON line on its stdout:
 `{"stable": bool, "members": [[member id, instance id, [partition, ...]], ...], "partitions": n}` or
-`{"error": "..."}`. It ends when its stdin closes, that is when the worker ends, whichever way. Its
-stderr is the worker's, so librdkafka's own lines (and an assertion) show in the worker's log.
+`{"error": "..."}`. It ignores SIGINT, SIGTERM and SIGHUP and ends when its stdin closes, that is when
+the worker ends, whichever way. Its stderr is the worker's, so librdkafka's own lines (and an
+assertion) show in the worker's log.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
+import re
+import selectors
 import signal
 import subprocess
 import sys
@@ -72,6 +75,8 @@ class GroupDescriber:
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def _child(self) -> subprocess.Popen:
         if self.proc is not None:
@@ -81,7 +86,8 @@ class GroupDescriber:
             log.warning("%s", self._gone("ended between two checks"))
         self.close()
         self._pending = b""
-        self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=child_environment(os.environ))
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"config": self.config, "group": self.group, "topic": self.topic}).encode() + b"\n")
         self.proc.stdin.flush()
@@ -91,14 +97,17 @@ class GroupDescriber:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         deadline = time.monotonic() + REPLY_WITHIN_S
-        while b"\n" not in self._pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise self._gone(f"did not answer within {REPLY_WITHIN_S:.0f} s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise self._gone("ended")
-            self._pending += chunk
+        # a selector, not select.select: a worker with many RocksDB files has descriptors above 1024
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    raise self._gone(f"did not answer within {REPLY_WITHIN_S:.0f} s")
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise self._gone("ended")
+                self._pending += chunk
         line, self._pending = self._pending.split(b"\n", 1)
         return line
 
@@ -110,12 +119,24 @@ class GroupDescriber:
         return DescriberGone(f"the group check's client process {what}, status {status}{how}; a new one starts at the next check")
 
 
+# the app's own settings and anything named like a secret stay out of the child's environment: it gets its
+# client's configuration on its stdin and needs nothing else of the worker's
+_NOT_INHERITED = re.compile(r"^(KAFKA_|STREAM_APP_)|PASSWORD|SECRET|TOKEN|CREDENTIAL", re.IGNORECASE)
+
+
+def child_environment(environ: Any) -> dict[str, str]:
+    return {name: value for name, value in environ.items() if not _NOT_INHERITED.search(name)}
+
+
 def _serve() -> None:
     """The child: answer each request line until stdin closes."""
     from confluent_kafka import ConsumerGroupState
     from confluent_kafka.admin import AdminClient
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal reaches the worker, which stops it
+    # Ctrl-C in a terminal, a closed terminal, `kill` of the worker's process group: the worker stops, and
+    # the child ends at the end of its input, when the worker has gone (not with a misleading signal first)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     setup = json.loads(sys.stdin.buffer.readline())
     admin = AdminClient(setup["config"])
     group, topic = setup["group"], setup["topic"]

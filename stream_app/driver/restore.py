@@ -40,9 +40,10 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
     assignments: list[TopicPartition] = []
     by_partition = {}
     remaining = 0
+    deadline = time.monotonic() + LEADER_PATIENCE_S  # one patience for every partition of this restore
     for store in stores:
         tp = TopicPartition(store.changelog_topic, store.partition)
-        low, high = _watermarks(reader, tp, timeout_s)
+        low, high = _watermarks(reader, tp, timeout_s, deadline)
         start = store.next_changelog_offset()
         if start is not None and not (low <= start <= high):
             log.warning("partition %d: the local state's changelog position %d is outside the changelog (%d..%d); "
@@ -98,25 +99,27 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
     return read
 
 
-def _watermarks(reader: Consumer, tp: TopicPartition, timeout_s: float, patience_s: float = LEADER_PATIENCE_S,
-                pause_s: float = 1.0) -> tuple[int, int]:
-    """The changelog partition's low and high offsets, asked again for up to `patience_s` while its leader
-    moves or the cluster does not answer (a restore right after a broker's loss); then the error stands."""
-    deadline = time.monotonic() + patience_s
+def _watermarks(reader: Consumer, tp: TopicPartition, timeout_s: float, deadline: float, pause_s: float = 1.0) -> tuple[int, int]:
+    """The changelog partition's low and high offsets, asked again until the monotonic `deadline` while its
+    leader moves or the cluster does not answer (a restore right after a broker's loss); then the error
+    stands. Each attempt waits at most `timeout_s`, and never past the deadline by much."""
+    reported = 0.0
     while True:
         try:
-            return reader.get_watermark_offsets(tp, timeout=timeout_s)
+            return reader.get_watermark_offsets(tp, timeout=max(0.1, min(timeout_s, deadline - time.monotonic())))
         except KafkaException as exc:
             error = kafka_error(exc)
             if (error is None or error.fatal() or time.monotonic() >= deadline
                     or not (error.code() in LEADER_MOVING or unreachable(error))):
                 raise
-            log.warning("restoring partition %d: the changelog's offsets are not known yet (%s); asking again",
-                        tp.partition, error.str())
+            if time.monotonic() - reported >= 10:
+                reported = time.monotonic()
+                log.warning("restoring partition %d: the changelog's offsets are not known yet (%s); asking again "
+                            "for up to %.0f s more", tp.partition, error.str(), deadline - reported)
             time.sleep(pause_s)
             # the reader's metadata may still name a dead leader (its own refresh is every 5 minutes),
             # and the offsets request waits for that broker: ask for the topic's metadata first
             try:
-                reader.list_topics(tp.topic, timeout=min(timeout_s, max(0.1, deadline - time.monotonic())))
+                reader.list_topics(tp.topic, timeout=max(0.1, min(timeout_s, deadline - time.monotonic())))
             except KafkaException:
                 pass

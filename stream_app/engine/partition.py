@@ -95,28 +95,36 @@ class _Batch:
         # the members each profile had when loaded: `_diff` replaces `profile.members`, never edits it
         self.members_before: dict[str, dict[str, str]] = {}
         self.deleted: set[str] = set()
+        # deleted in this batch, then started again by a later event: its memberships record is written
+        # whatever it holds, since the topic's last record is the old user's
+        self.recreated: set[str] = set()
         self.changes: list[Change] = []
         self.backfill: set[int] = set()  # indexes in `changes` of the changes that are historical as backfill
 
     def load(self, user_id: str) -> Profile:
         profile = self.profiles.get(user_id)
         if profile is None:
-            hot = self.hot.take(user_id)  # taken out: back in `hot` only when the batch returns
-            if hot is not None:
-                profile, dues = hot
+            if user_id in self.deleted:  # deleted earlier in this batch: the store still holds the old profile
+                self.deleted.discard(user_id)
+                self.recreated.add(user_id)
+                profile, dues = Profile(), RuleDues()
             else:
-                data = self.store.get(user_id)
-                profile = decode_profile(data) if data is not None else Profile()
-                dues = RuleDues()
+                hot = self.hot.take(user_id)  # taken out: back in `hot` only when the batch returns
+                if hot is not None:
+                    profile, dues = hot
+                else:
+                    data = self.store.get(user_id)
+                    profile = decode_profile(data) if data is not None else Profile()
+                    dues = RuleDues()
             self.profiles[user_id] = profile
             self.dues[user_id] = dues
             self.members_before[user_id] = profile.members
-            self.deleted.discard(user_id)
         return profile
 
     def delete(self, user_id: str) -> None:
         self.profiles.pop(user_id, None)
         self.dues.pop(user_id, None)
+        self.recreated.discard(user_id)
         self.deleted.add(user_id)
 
     def add(self, changes: list[Change], backfill: bool) -> None:
@@ -400,7 +408,7 @@ class PartitionEngine:
         for user_id, profile in batch.profiles.items():
             result.writes[user_id] = encode_profile(profile)
             self._index_rfm(user_id, profile)
-            if profile.members != batch.members_before.get(user_id):
+            if profile.members != batch.members_before.get(user_id) or user_id in batch.recreated:
                 result.memberships[user_id] = memberships_record(user_id, profile.members, profile.t, cfg.version)
         for user_id in batch.deleted:
             self.rfm_index.pop(user_id, None)

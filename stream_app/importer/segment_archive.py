@@ -37,7 +37,9 @@ class SegmentArchiveMapping:
     def events(self, row: dict[str, Any], ts_ms: int) -> list[dict[str, Any]]:
         kind = row.get("type")
         if kind not in TYPES:
-            raise Rejected("unsupported_type", f"type {str(kind)[:40]!r}: the worker takes {', '.join(TYPES)}")
+            why = ("an erasure request is not history: send it with `stream-app erase`" if kind == "delete"
+                   else f"an import takes {', '.join(TYPES)}")
+            raise Rejected("unsupported_type", f"type {str(kind)[:40]!r}: {why}")
         message_id = row.get("messageId")
         if not isinstance(message_id, str) or not message_id:
             raise Rejected("missing_message_id", "the message has no messageId")
