@@ -80,17 +80,18 @@ class GroupDescriber:
 
     def _child(self) -> subprocess.Popen:
         if self.proc is not None:
-            status = self.proc.poll()
-            if status is None:
+            if self.proc.poll() is None:
                 return self.proc
-            log.warning("%s", self._gone("ended between two checks"))
-        self.close()
+            log.warning("%s", self._gone("ended between two checks"))  # and closed
         self._pending = b""
         self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      env=child_environment(os.environ))
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"config": self.config, "group": self.group, "topic": self.topic}).encode() + b"\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps({"config": self.config, "group": self.group, "topic": self.topic}).encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError as exc:  # it died at once (it could not start)
+            raise self._gone(f"could not be started ({exc})") from exc
         return self.proc
 
     def _read_line(self, proc: subprocess.Popen) -> bytes:
@@ -115,7 +116,12 @@ class GroupDescriber:
         proc = self.proc
         self.close()
         status = proc.returncode if proc is not None else None
-        how = f" ({signal.Signals(-status).name})" if status is not None and status < 0 else ""
+        how = ""
+        if status is not None and status < 0:
+            try:
+                how = f" ({signal.Signals(-status).name})"
+            except ValueError:  # a real-time signal has no name
+                how = f" (signal {-status})"
         return DescriberGone(f"the group check's client process {what}, status {status}{how}; a new one starts at the next check")
 
 
