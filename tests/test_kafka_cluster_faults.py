@@ -274,13 +274,15 @@ def test_leaders_killed_mid_stream_lose_nothing_and_repeat_nothing(cluster, tmp_
     # open transaction for its age and bumps the producer's epoch (producer fenced, INVALID_TXN_STATE); a
     # batch possibly persisted by the dead leader leaves the idempotent producer's sequence out of step with
     # the new one (OUT_OF_ORDER_SEQUENCE_NUMBER, fatal); the group coordinator's loss takes longer than the
-    # session timeout, and librdkafka reports the rejoining static member fenced (#3437). A crash (a signal),
+    # session timeout, and librdkafka reports the rejoining static member fenced (#3437); or the watchdog's
+    # exit when send_offsets_to_transaction hangs on the dead group coordinator (#5456, #5511), once the call
+    # is 15 s past its timeout (driver/call_deadline.py). A crash (a signal),
     # any other error, or a second restart for one fault (a crash loop) fails the test.
     for fault in faults:
         assert len(fault["worker_restarts"]) <= 1, fault
     assert len(worker.restarts) <= len(faults), worker.restarts
     for restart, log in zip(worker.restarts, worker.dead_logs):
-        assert re.match(r"exit 70: ", restart) and re.search(r"FENCED|INVALID_TXN_STATE|fenced|KafkaError\{FATAL,", restart), \
+        assert re.match(r"exit 70: ", restart) and re.search(r"FENCED|INVALID_TXN_STATE|fenced|KafkaError\{FATAL,|librdkafka's send_offsets_to_transaction has not returned", restart), \
             f"{restart}; the log ends:\n{log[-6000:]}"
 
 

@@ -58,9 +58,9 @@ def test_broker_stop_and_restart_mid_stream_loses_nothing_and_repeats_nothing(ow
         print(f"restarts after the broker outage: {worker.restarts}")
         # At most two, each for a known reason (docs/reliability.md): librdkafka may report the static
         # member fenced by its own rejoin after the coordinator came back (librdkafka #3437), and a call
-        # into librdkafka that does not return within the liveness limit ends the process (watchdog):
+        # into librdkafka that is 15 s past its own timeout ends the process (watchdog, driver/call_deadline.py):
         # send_offsets_to_transaction ignores its timeout while the group coordinator is away
-        # (librdkafka #5456, open).
+        # (librdkafka #5456 and #5511, open).
         assert len(worker.restarts) <= 2, worker.restarts
     finally:
         worker.stop()

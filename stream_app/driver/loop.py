@@ -110,9 +110,20 @@ class StreamDriver:
     def alive(self) -> bool:
         """The loop turns: it polls, restores, or waits for an unreachable cluster (on purpose: a restart
         would only wait again)."""
+        return self.stuck() is None
+
+    def stuck(self) -> str | None:
+        """Why the loop no longer turns (None while it does): a librdkafka call far past its own timeout
+        (driver/call_deadline.py), or no poll for longer than the liveness limit."""
+        transaction = self.transaction
+        overdue = transaction.deadline.overdue() if transaction is not None else None
+        if overdue is not None:
+            return overdue
         now = time.monotonic()
         waiting = self.patience.waiting and now - self.patience.last_beat < LIVENESS_LIMIT_S
-        return self.last_poll == 0.0 or self.restoring or waiting or now - self.last_poll < LIVENESS_LIMIT_S
+        if self.last_poll == 0.0 or self.restoring or waiting or now - self.last_poll < LIVENESS_LIMIT_S:
+            return None
+        return f"the main loop has not polled Kafka for {now - self.last_poll:.0f} s, longer than the liveness limit ({LIVENESS_LIMIT_S} s)"
 
     # -- the loop -------------------------------------------------------------------------------------
     def _on_client_error(self, error: KafkaError) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from . import metrics
+from .call_deadline import CallDeadline
 from .patience import Patience, kafka_error, unreachable
 from .store import PartitionStore
 
@@ -46,11 +47,18 @@ class Transaction:
         self.offsets: dict[tuple[str, int], int] = {}  # input (topic, partition) -> next offset to read
         self.records = 0
         self._changelog_ends: dict[int, int] = {}
+        self.deadline = CallDeadline()  # the watchdog ends the process when one of these calls hangs
+        bounded = self.deadline.bounded
+        self._init_transactions = bounded("init_transactions", producer.init_transactions)
+        self._flush = bounded("flush", producer.flush)
+        self._send_offsets = bounded("send_offsets_to_transaction", producer.send_offsets_to_transaction)
+        self._commit = bounded("commit_transaction", producer.commit_transaction)
+        self._abort = bounded("abort_transaction", producer.abort_transaction)
 
     def init(self) -> None:
         """Register the transactional id: fences and aborts a predecessor's open transaction. Waits for
         an unreachable cluster."""
-        self._call(self.patience.call, "registering the transactional id", self.producer.init_transactions, self.timeout_s)
+        self._call(self.patience.call, "registering the transactional id", self._init_transactions, self.timeout_s)
 
     # -- filling the transaction ----------------------------------------------------------------------
     def _begin(self) -> None:
@@ -118,12 +126,12 @@ class Transaction:
                 last = len(store.staged) - 1
                 for n, (key, value) in enumerate(store.changelog_records()):
                     self.send(store.changelog_topic, key, value, store.partition, self._changelog_end if n == last else None)
-            remaining = self.producer.flush(self.timeout_s)
+            remaining = self._flush(self.timeout_s)
             if remaining:
                 raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} records not delivered in time", txn_requires_abort=True))
             if self.offsets:  # 2. the input offsets, in the transaction
                 offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in self.offsets.items()]
-                self._call(self.producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout_s)
+                self._call(self._send_offsets, offsets, group_metadata, self.timeout_s)
             self._commit_transaction()  # 3.
         except TransactionAborted:
             raise
@@ -147,7 +155,7 @@ class Transaction:
         completing, and calling it again is the way to learn the outcome; aborting then is not allowed.
         So it is called again for as long as the cluster does not answer (`Patience`). Each call blocks
         for at most the transaction timeout, so the loop keeps proving it turns (the watchdog)."""
-        self.patience.call("committing the transaction", self.producer.commit_transaction, self.timeout_s,
+        self.patience.call("committing the transaction", self._commit, self.timeout_s,
                            retry_if=lambda error: unreachable(error) and not error.txn_requires_abort())
 
     def abort(self, stores: Iterable[PartitionStore], why: str) -> None:
@@ -159,7 +167,7 @@ class Transaction:
             try:
                 # a timeout on each call: an abort that needs a new producer epoch waits for the
                 # coordinator, and librdkafka's default (-1) then blocked for minutes in an outage
-                self._call(self.patience.call, "aborting the transaction", self.producer.abort_transaction, self.timeout_s)
+                self._call(self.patience.call, "aborting the transaction", self._abort, self.timeout_s)
             except KafkaException as exc:
                 raise SlotFenced(f"the open transaction could not be aborted: {kafka_error(exc) or exc}") from exc
             metrics.COMMITS.labels("aborted").inc()

@@ -148,7 +148,7 @@ def run_worker(settings: Settings, fault_hook: Any = None) -> None:
     _warn_about_faust_state(settings)
     _warn_about_retired_settings(dict(os.environ))
     driver, processor, exchange = build_worker(settings, fault_hook)
-    exit_when_stuck(driver.alive, EXIT_RESTART)
+    exit_when_stuck(driver.stuck, EXIT_RESTART)
 
     server = serve(settings.web_host, settings.web_port, health_app(driver.alive, driver.ready, lambda: report_process_state(driver)))
     exchange.follow(driver.config.slot.reader("rfm-population"))

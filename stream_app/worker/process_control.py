@@ -9,7 +9,8 @@ work: threads started before, such as OpenBLAS's at import, would take the signa
 action, and children would inherit the blocked mask.)
 
 The same reasoning gives the watchdog: when the main loop has not come back to poll for as long as the
-liveness probe allows (`/healthz` fails), the process prints every thread's stack and exits with the
+liveness probe allows (`/healthz` fails), or a librdkafka call has long overrun its own timeout
+(driver/call_deadline.py), the process prints every thread's stack and exits with the
 restart status. A supervisor without probes (systemd, `--restart`, the test harness) then restarts the
 slot as Kubernetes would. Nothing committed is lost: the next start fences this slot's open
 transaction and resumes from the committed offsets and the changelog (docs/reliability.md).
@@ -82,17 +83,18 @@ def stop_on_signals(stop: threading.Event, grace_s: float) -> None:
     faulthandler.enable(file=sys.stderr, all_threads=True)
 
 
-def exit_when_stuck(alive: Callable[[], bool], status: int, check_every_s: float = 1.0) -> None:
-    """Exit with `status` once `alive()` has been false for two checks in a row."""
+def exit_when_stuck(stuck: Callable[[], str | None], status: int, check_every_s: float = 1.0) -> None:
+    """Exit with `status` once `stuck()` has named a reason at two checks in a row."""
 
     def watch() -> None:
         failures = 0
         while True:
             time.sleep(check_every_s)
-            failures = 0 if alive() else failures + 1
+            reason = stuck()
+            failures = 0 if reason is None else failures + 1
             if failures >= 2:
-                log.error("the main loop has not polled Kafka for longer than the liveness limit; its stack follows. "
-                          "Exiting with status %d so that the slot restarts: nothing committed is lost", status)
+                log.error("%s; its stack follows. Exiting with status %d so that the slot restarts: nothing committed "
+                          "is lost", reason, status)
                 faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
                 _exit_now(status)
 
