@@ -20,9 +20,11 @@ Both clocks are stored with the partition's state. A replay has no wall clock an
 
 Hot profiles stay decoded across batches (`hot`, a bounded LRU, written through): each batch still
 returns every profile it changed, encoded, in `BatchResult.writes`, and the caller must apply those
-writes to the store before the next call, or discard the engine (the worker does on an abort: the
-engine's clocks, schedules and RFM index would be wrong too). A batch takes its profiles out of `hot`
-and puts them back only when it returns, so one that raises half-way leaves none of its changes there.
+writes to the store before the next call, or else forget them: discard the engine, or (an engine made
+with `undo`, the worker's) call `rollback` on an abort, which returns clocks, schedules, RFM index and
+hot profiles to the last `checkpoint` in the time of the changes since, not of the partition's users.
+A batch takes its profiles out of `hot` and puts them back only when it returns, so one that raises
+half-way leaves none of its changes there.
 """
 
 from __future__ import annotations
@@ -143,14 +145,15 @@ class PartitionEngine:
         use_wall_clock: bool = True,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         hot_profiles: int = DEFAULT_HOT_PROFILES,
+        undo: bool = False,
     ) -> None:
         self.partition = partition
         self.store = store
         self.cfg = cfg
         self.use_wall_clock = use_wall_clock
         self.max_event_bytes = max_event_bytes
-        self.schedule = DueSchedule()  # users following the live clock: their next due time
-        self.parked = DueSchedule()  # users following the backfill clock, due after it
+        self.schedule = DueSchedule(undo)  # users following the live clock: their next due time
+        self.parked = DueSchedule(undo)  # users following the backfill clock, due after it
         self.clock = 0  # the live clock
         self.max_event_ts = 0
         self.last_arrival_wall: int | None = None
@@ -168,6 +171,56 @@ class PartitionEngine:
             self.clock, self.max_event_ts = state[1], state[2]
             self.saved_definitions = state[3] if len(state) > 3 else ""
             self.backfill_max_ts = state[4] if len(state) > 4 else None
+        # with `undo` (the worker): what `rollback` needs to return to the last `checkpoint`
+        self._rfm_undo: dict[str, tuple[int, int, float, str | None] | None] | None = {} if undo else None
+        self._touched: set[str] = set()  # users whose hot profile changed since the checkpoint
+        self._checkpoint: tuple[Any, ...] = self._scalars()
+
+    # -- an aborted transaction --------------------------------------------------------------------
+    def _scalars(self) -> tuple[Any, ...]:
+        return (self.cfg, self.clock, self.max_event_ts, self.last_arrival_wall, self.backfill_max_ts,
+                self.last_backfill_wall, self.saved_definitions)
+
+    def checkpoint(self) -> None:
+        """The results returned so far are committed (their writes are in the store): `rollback` returns
+        here. Only for an engine made with `undo`."""
+        self._checkpoint = self._scalars()
+        self.schedule.checkpoint()
+        self.parked.checkpoint()
+        if self._rfm_undo is not None:
+            self._rfm_undo = {}
+        self._touched = set()
+
+    def rollback(self) -> None:
+        """Forget every result since the last checkpoint, whose writes never reached the store (an aborted
+        transaction): clocks, definitions, schedules and RFM index as they were, and the hot profiles those
+        results changed dropped (decoded again from the store). In the time of the changes since the
+        checkpoint, not of the partition's users."""
+        rfm_undo = self._rfm_undo
+        if rfm_undo is None:
+            raise RuntimeError("rollback needs an engine made with undo=True")
+        (self.cfg, self.clock, self.max_event_ts, self.last_arrival_wall, self.backfill_max_ts,
+         self.last_backfill_wall, self.saved_definitions) = self._checkpoint
+        self.schedule.rollback()
+        self.parked.rollback()
+        rfm_index = self.rfm_index
+        for user_id, value in rfm_undo.items():
+            if value is None:
+                rfm_index.pop(user_id, None)
+            else:
+                rfm_index[user_id] = value
+        for user_id in self._touched:
+            self.hot.take(user_id)
+        self.checkpoint()
+
+    def _set_rfm(self, user_id: str, value: tuple[int, int, float, str | None] | None) -> None:
+        rfm_index, undo = self.rfm_index, self._rfm_undo
+        if undo is not None and user_id not in undo:
+            undo[user_id] = rfm_index.get(user_id)
+        if value is None:
+            rfm_index.pop(user_id, None)
+        else:
+            rfm_index[user_id] = value
 
     # -- state ------------------------------------------------------------------------------------
     def rebuild_schedule(self) -> Counter:
@@ -181,14 +234,12 @@ class PartitionEngine:
             self.schedule.set(user_id, next_due(profile, self.cfg))
             self._index_rfm(user_id, profile)
             population.update(profile.members.items())
+        self.checkpoint()  # the store's state, committed
         return population
 
     def _index_rfm(self, user_id: str, profile: Profile) -> None:
         value = rfm.values(profile, profile.t, self.cfg) if self.cfg.rfm_enabled else None
-        if value is None:
-            self.rfm_index.pop(user_id, None)
-        else:
-            self.rfm_index[user_id] = (*value, profile.members.get(rfm.FAMILY))
+        self._set_rfm(user_id, None if value is None else (*value, profile.members.get(rfm.FAMILY)))
 
     # -- RFM population ---------------------------------------------------------------------------
     def rfm_summary(self, reference: int | None = None) -> PartitionSummary:
@@ -411,7 +462,7 @@ class PartitionEngine:
             if profile.members != batch.members_before.get(user_id) or user_id in batch.recreated:
                 result.memberships[user_id] = memberships_record(user_id, profile.members, profile.t, cfg.version)
         for user_id in batch.deleted:
-            self.rfm_index.pop(user_id, None)
+            self._set_rfm(user_id, None)
             result.writes[user_id] = None
             result.memberships[user_id] = None
         for structure, count in bounds.take_evictions().items():
@@ -428,6 +479,8 @@ class PartitionEngine:
         hot, dues, writes = self.hot, batch.dues, result.writes
         for user_id, profile in batch.profiles.items():
             hot.keep(user_id, profile, dues[user_id], len(writes[user_id]))
+        if self._rfm_undo is not None:
+            self._touched.update(batch.profiles)
 
     def drop_hot_profiles(self) -> None:
         """Forget every decoded profile kept across batches: for a caller that keeps this engine but did

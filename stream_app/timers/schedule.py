@@ -2,6 +2,10 @@
 
 It is derived state: rebuilt from the profiles when a partition is assigned (each profile knows its
 own next due time), then kept up to date as profiles change. Nothing here scans all users on a tick.
+
+With `undo` on (the worker), each user's due time before its first change since the last `checkpoint`
+is remembered, so that `rollback` returns to the checkpoint in the time of the changes made since, not
+of the whole schedule (an aborted transaction, engine/partition.py).
 """
 
 from __future__ import annotations
@@ -10,18 +14,24 @@ import heapq
 
 
 class DueSchedule:
-    def __init__(self) -> None:
+    def __init__(self, undo: bool = False) -> None:
         self._heap: list[tuple[int, str]] = []
         self._due: dict[str, int] = {}
+        # since the last checkpoint: user -> due time before its first change (None: had none)
+        self._undo: dict[str, int | None] | None = {} if undo else None
 
     def __len__(self) -> int:
         return len(self._due)
 
     def set(self, user_id: str, due: int | None) -> None:
-        if due is None:
-            self._due.pop(user_id, None)
+        before = self._due.get(user_id)
+        if before == due:
             return
-        if self._due.get(user_id) == due:
+        undo = self._undo
+        if undo is not None and user_id not in undo:
+            undo[user_id] = before
+        if due is None:
+            del self._due[user_id]
             return
         self._due[user_id] = due
         heapq.heappush(self._heap, (due, user_id))
@@ -31,21 +41,46 @@ class DueSchedule:
     def pop_due(self, until: int) -> list[str]:
         """Users whose due time is at or before ``until``, earliest first; they leave the schedule."""
         users: list[str] = []
-        heap, due_of = self._heap, self._due
+        heap, due_of, undo = self._heap, self._due, self._undo
         while heap and heap[0][0] <= until:
             due, user = heapq.heappop(heap)
             if due_of.get(user) == due:
                 del due_of[user]
                 users.append(user)
+                if undo is not None and user not in undo:
+                    undo[user] = due
         return users
 
     def discard(self, user_id: str) -> None:
-        self._due.pop(user_id, None)
+        self.set(user_id, None)
 
     def take_all(self) -> dict[str, int]:
         """Every user with their due time; the schedule is left empty."""
         taken, self._due, self._heap = self._due, {}, []
+        undo = self._undo
+        if undo is not None:
+            for user, due in taken.items():
+                undo.setdefault(user, due)
         return taken
+
+    def checkpoint(self) -> None:
+        """The current schedule is the one `rollback` returns to."""
+        if self._undo is not None:
+            self._undo = {}
+
+    def rollback(self) -> None:
+        """Back to the schedule of the last checkpoint (with `undo` on)."""
+        undo = self._undo
+        if undo is None:
+            raise RuntimeError("rollback needs a schedule made with undo=True")
+        heap, due_of = self._heap, self._due
+        for user, due in undo.items():
+            if due is None:
+                due_of.pop(user, None)
+            elif due_of.get(user) != due:
+                due_of[user] = due
+                heapq.heappush(heap, (due, user))
+        self._undo = {}
 
     def next_due(self) -> int | None:
         heap, due_of = self._heap, self._due

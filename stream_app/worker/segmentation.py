@@ -80,19 +80,20 @@ class SegmentationProcessor:
         self._publish_population()
 
     def rolled_back(self) -> None:
-        """The transaction was aborted: forget every engine (rebuilt from the stores on next use, with the
-        committed clock, schedule and RFM index; their hot profiles, which the aborted batches changed in
-        place, go with them) and everything not yet observed."""
-        self.engines.clear()
-        self.population.clear()
+        """The transaction was aborted: every engine returns to its last commit (clocks, schedules, RFM
+        index, definitions; the hot profiles the aborted batches changed in place are dropped), in the
+        time of the changes since, and everything not yet observed is forgotten. The population gauges
+        count committed transitions only: they stay."""
         self._uncommitted.clear()
         self._uncommitted_batches.clear()
         self.last_step_wall.clear()
         self.rfm_refreshed_at = 0  # the aborted summaries never reached the topic: publish again
-        if self.rfm_population is not None:
-            self.rfm_refresh = set(self.stores)
-        for partition in sorted(self.stores):  # all at once, so the population gauges add up again
-            self._engine(partition)
+        for partition, engine in self.engines.items():
+            engine.rollback()
+            if engine.saved_definitions is not None and engine.saved_definitions != self.cfg.version:
+                self.reevaluate.add(partition)  # decided again under the current definitions, as before the abort
+            if self.rfm_population is not None and engine.cfg.rfm_population is not self.rfm_population:
+                self.rfm_refresh.add(partition)  # the aborted refresh, again
 
     def process(self, partition: int, messages: Sequence[Any], wall_ms: int, out: Outputs) -> None:
         engine = self._engine(partition)
@@ -125,6 +126,7 @@ class SegmentationProcessor:
             metrics.BATCH_SIZE.observe(size)
         self._uncommitted_batches = []
         for partition, engine in self.engines.items():
+            engine.checkpoint()
             metrics.PARTITION_CLOCK.labels(str(partition)).set(engine.clock / 1000)
             metrics.BACKFILL_CLOCK.labels(str(partition)).set((engine.backfill_clock or 0) / 1000)
 
@@ -160,7 +162,7 @@ class SegmentationProcessor:
         engine = self.engines.get(partition)
         if engine is None:
             engine = PartitionEngine(partition, self.stores[partition], self.cfg, max_event_bytes=self.settings.max_event_bytes,
-                                     hot_profiles=self.settings.hot_profiles)
+                                     hot_profiles=self.settings.hot_profiles, undo=True)
             started = time.monotonic()
             population: Counter = Counter()
             for (segment, member), count in engine.rebuild_schedule().items():

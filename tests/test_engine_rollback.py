@@ -1,0 +1,162 @@
+"""An aborted transaction in the worker rolls its partition engines back (`PartitionEngine.rollback`,
+made with `undo`) instead of building them again from the stores: the rolled-back engine must then decide
+exactly as an engine that never saw the aborted steps, and hold the same clocks, schedules and RFM index.
+
+Steps are grouped into transactions, each committed or aborted. The engine under test runs every step; a
+committed transaction's writes reach its store and it checkpoints, an aborted one's are dropped and it
+rolls back. The reference runs only the committed transactions. The outputs of the committed steps, and
+the state after every transaction, must be equal."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream_app.engine import PartitionEngine, RawRecord
+from stream_app.replay import InMemoryStore
+from stream_app.segments.config import CatalogConfig
+from stream_app.timers.schedule import DueSchedule
+
+from .test_hot_profiles import steps
+from .test_rule_dues import Population, _event
+
+CFG = CatalogConfig()
+T0 = 1_790_000_000_000
+
+
+class StagedStore(InMemoryStore):
+    """The worker's store in small: writes are staged until the transaction commits; reads see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.staged: dict[str, bytes | None] = {}
+
+    def get(self, key: str) -> bytes | None:  # type: ignore[override]
+        if key in self.staged:
+            return self.staged[key]
+        return dict.get(self, key)
+
+    def items(self):  # type: ignore[no-untyped-def]
+        merged = dict(dict.items(self))
+        merged.update(self.staged)
+        return [(k, v) for k, v in merged.items() if v is not None]
+
+
+def _concrete(steps_: list) -> list[tuple[str, Any, int]]:
+    """Each step with its inputs fixed (events with their times, the wall clock), so that both engines
+    see the same inputs whichever steps they skip."""
+    out: list[tuple[str, Any, int]] = []
+    now, wall, n = T0, T0, 0
+    for kind, arg, ahead in steps_:
+        if kind == "batch":
+            decoded = []
+            for user, gap, event_kind, variant in arg:
+                now += gap
+                n += 1
+                event = _event(n, event_kind, variant, now)
+                decoded.append((RawRecord(b""), replace(event, user_id=user, message_id=f"{user}-{n}")))
+            wall = max(wall, now + ahead)
+            out.append(("batch", decoded, wall))
+        elif kind == "tick":
+            wall += arg
+            out.append(("tick", None, wall))
+        elif kind == "refresh":
+            out.append(("refresh", Population(arg), wall))
+        else:
+            out.append(("definitions", (replace(CFG, intent_threshold=3 + arg, version=f"v{arg}"), wall + n), wall))
+    return out
+
+
+def _step(engine: PartitionEngine, kind: str, arg: Any, wall: int):  # type: ignore[no-untyped-def]
+    if kind == "batch":
+        return engine.handle_decoded(arg, wall)
+    if kind == "tick":
+        return engine.tick(wall)
+    if kind == "refresh":
+        return engine.refresh_population(arg, wall)
+    cfg, loaded_at = arg
+    return engine.reevaluate_all(cfg, wall, loaded_at=loaded_at)
+
+
+def _schedule(schedule: DueSchedule) -> dict[str, int]:
+    users = dict(schedule.take_all())
+    for user, due in users.items():
+        schedule.set(user, due)
+    return users
+
+
+def _state(engine: PartitionEngine) -> tuple[Any, ...]:
+    return (engine.clock, engine.max_event_ts, engine.last_arrival_wall, engine.backfill_max_ts, engine.last_backfill_wall,
+            engine.saved_definitions, engine.cfg.version, engine.cfg.rfm_population, _schedule(engine.schedule),
+            _schedule(engine.parked), dict(engine.rfm_index), engine.next_due())
+
+
+def _output(result) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
+    return (result.transitions, result.writes, result.memberships, dict(result.counts), result.clock, result.backfill_clock)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps_=steps(), cuts=st.lists(st.tuples(st.integers(1, 3), st.booleans()), min_size=1, max_size=25),
+       hot=st.sampled_from([0, 2, 100]))
+def test_a_rolled_back_engine_decides_as_one_that_never_saw_the_aborted_steps(steps_, cuts, hot):
+    concrete = _concrete(steps_)
+    store, reference_store = StagedStore(), InMemoryStore()
+    engine = PartitionEngine(0, store, CFG, hot_profiles=hot, undo=True)
+    reference = PartitionEngine(0, reference_store, CFG, hot_profiles=hot)
+    at, aborted = 0, 0
+    for size, commit in cuts:
+        transaction = concrete[at:at + size]
+        at += size
+        if not transaction:
+            break
+        for kind, arg, wall in transaction:
+            result = _step(engine, kind, arg, wall)
+            store.staged.update(result.writes)
+            if commit:
+                expected = _step(reference, kind, arg, wall)
+                reference_store.write(expected.writes)
+                assert _output(result) == _output(expected)
+        if commit:
+            store.write(store.staged)
+            engine.checkpoint()
+        else:
+            aborted += 1
+            engine.rollback()
+        store.staged = {}
+        assert dict(dict.items(store)) == dict(reference_store)
+        assert _state(engine) == _state(reference)
+        for user_id, (profile, _dues) in engine.hot.items():  # no hot profile holds an aborted change
+            assert store.get(user_id) is not None and user_id in reference_store
+
+
+def test_rollback_needs_an_engine_made_with_undo():
+    engine = PartitionEngine(0, InMemoryStore(), CFG)
+    try:
+        engine.rollback()
+    except RuntimeError as exc:
+        assert "undo=True" in str(exc)
+    else:
+        raise AssertionError("rollback without undo must refuse")
+
+
+def test_a_schedule_rolls_back_to_its_checkpoint():
+    schedule = DueSchedule(undo=True)
+    schedule.set("a", 10)
+    schedule.set("b", 20)
+    schedule.checkpoint()
+    schedule.set("a", 5)
+    schedule.set("c", 7)
+    schedule.discard("b")
+    assert schedule.pop_due(6) == ["a"]
+    assert schedule.take_all() == {"c": 7}
+    schedule.set("d", 1)
+    schedule.rollback()
+    assert schedule.pop_due(100) == ["a", "b"] and len(schedule) == 0
+    schedule.rollback()  # back to the state the first rollback left, which is the checkpoint
+    assert schedule.pop_due(100) == ["a", "b"]
+    schedule.checkpoint()
+    schedule.rollback()  # nothing changed since the checkpoint
+    assert len(schedule) == 0 and schedule.next_due() is None
