@@ -26,12 +26,14 @@ kill9: while the worker runs (with a light background input, --trickle events/s,
   (init_transactions, which aborts the dead process's open transaction), changelog tail restored,
   partitions assigned; and /readyz.
 
-failover: a member lost for good, without standby copies (issue #14): a second worker joins and takes part
-  of the partitions, the first is killed with SIGKILL and not started again; from its session's expiry
-  to the last fresh user's transition on its partitions (restore of their whole changelog included).
+failover: a member lost for good (issue #14): a second worker joins and takes part of the partitions,
+  the first is killed with SIGKILL and not started again; from its session's expiry to the last fresh
+  user's transition on its partitions (the restore of their whole changelog included, or with
+  --standby, `STREAM_APP_STANDBY=on` on both workers, of the tail the survivor's copies had not reached;
+  the kill comes once the copies have caught up).
 
     .venv/bin/python benchmarks/recovery_time.py [--mode lost-disk|kill9|both|failover] [--users 100000]
-        [--events-per-user 2] [--rounds 3] [--trickle 100]
+        [--events-per-user 2] [--rounds 3] [--trickle 100] [--standby]
 
 Uses a private local broker on free ports unless KAFKA_BOOTSTRAP_SERVERS is set.
 """
@@ -444,10 +446,10 @@ def log_after(path: Path, since: float) -> dict:
 
 
 def failover(bench: Bench, producer: Input, worker: Worker, users: int) -> tuple[Worker, dict]:
-    """A member lost for good, without standby copies: a second worker (its own slot and folder) joins and
+    """A member lost for good (with standby copies or without): a second worker (its own slot and folder) joins and
     takes part of the partitions, then the first is killed and not started again. Its partitions move to
-    the second once its session expires; the second restores their whole changelog and rebuilds their
-    schedule. Fresh users' events (60 s old: applied as soon as they are consumed) produced right after
+    the second once its session expires; the second restores their changelog (the whole of it, or the
+    tail its standby copies had not reached) and rebuilds their schedule. Fresh users' events (60 s old: applied as soon as they are consumed) produced right after
     the kill land on every partition; the failover ends when the last one's transition is readable."""
     partitions = bench.settings.partitions
     session_s = float(WORKER_ENV["STREAM_APP_SESSION_TIMEOUT_S"])
@@ -459,6 +461,15 @@ def failover(bench: Bench, producer: Input, worker: Worker, users: int) -> tuple
 
     second.wait_until(split, 900, "the partitions split between the two workers")
     moving = int(worker.metric("stream_app_assigned_input_partitions"))
+    standby = WORKER_ENV.get("STREAM_APP_STANDBY") == "on"
+    if standby:  # the survivor's copies of the moving partitions have caught up: nothing new for 3 s
+        second.wait_until(lambda: second.metric("stream_app_standby_partitions") == moving, 300, "the standby copies")
+        applied, still = -1.0, 0
+        while still < 3:
+            time.sleep(1)
+            now_applied = second.metric("stream_app_standby_records_total")
+            still, applied = (still + 1 if now_applied == applied else 0), now_applied
+        print(f"  the survivor's standby copies applied {applied:.0f} changelog records before the kill", flush=True)
     reader = Transitions(bench)
     try:
         time.sleep(2)
@@ -481,10 +492,11 @@ def failover(bench: Bench, producer: Input, worker: Worker, users: int) -> tuple
     last = max(reader.seen[user][0] for user in fresh) - killed
     after = log_after(second.log_path, killed_wall)
     assigned_s = None if after["assigned"] is None else after["assigned"] - killed_wall
-    result = {"users": users, "session_timeout_s": session_s, "moved_partitions": moving, "assigned_s": assigned_s,
+    result = {"users": users, "standby": standby, "session_timeout_s": session_s, "moved_partitions": moving, "assigned_s": assigned_s,
               "records": after["records"], "restore_s": after["restore_s"], "profiles": after["profiles"],
               "rebuild_s": after["rebuild_s"], "last_transition_s": last, "from_session_expiry_s": last - session_s}
-    print(f"\nfailover, a member lost for good ({users} users, {moving} of {partitions} partitions move; no standby copies):")
+    print(f"\nfailover, a member lost for good ({users} users, {moving} of {partitions} partitions move; "
+          f"{'standby copies' if standby else 'no standby copies'}):")
     print(f"  killed -> session expired {session_s:.0f} s (STREAM_APP_SESSION_TIMEOUT_S) -> moved partitions assigned to the "
           f"survivor {'-' if assigned_s is None else f'{assigned_s:.2f} s'}")
     print(f"  restore: {after['records']} records in {after['restore_s']:.2f} s; schedule rebuilt for {after['profiles']} profiles "
@@ -503,7 +515,10 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3, help="kill -9 rounds")
     parser.add_argument("--trickle", type=float, default=100, help="background input during the kill -9 rounds, events/s (0: none)")
+    parser.add_argument("--standby", action="store_true", help="workers with STREAM_APP_STANDBY=on")
     args = parser.parse_args()
+    if args.standby:
+        WORKER_ENV["STREAM_APP_STANDBY"] = "on"
 
     bench = Bench("recovery", partitions=args.partitions)
     print(f"work folder {bench.work}; broker {bench.bootstrap}; {args.users} users x {args.events_per_user} events; "

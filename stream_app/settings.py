@@ -28,6 +28,15 @@ def _optional_int(name: str) -> int | None:
     return _int(name, 0) if os.environ.get(name) not in (None, "") else None
 
 
+def _switch(name: str, default: bool) -> bool:
+    raw = _env(name, "on" if default else "off").strip().lower()
+    if raw in ("on", "true", "yes", "1"):
+        return True
+    if raw in ("off", "false", "no", "0"):
+        return False
+    raise SystemExit(f"{name}={raw!r} is neither on nor off (on, off, true, false, 1, 0)")
+
+
 def _path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
@@ -76,6 +85,8 @@ class Settings:
     # decoded profiles kept in memory across batches, per partition: an LRU written through (0: none);
     # engine/partition.py, DEFAULT_HOT_PROFILES
     hot_profiles: int = field(default_factory=lambda: _int("STREAM_APP_HOT_PROFILES", 5_000))
+    # keep standby copies of every input partition this process does not own (driver/standby.py)
+    standby: bool = field(default_factory=lambda: _switch("STREAM_APP_STANDBY", False))
     # RocksDB memory of the whole worker, all profile-table partitions together (driver/store.py)
     rocksdb_memory_mb: int = field(default_factory=lambda: _int("STREAM_APP_ROCKSDB_MEMORY_MB", 64))
     # give free C-heap memory back to the OS every N seconds (0: never); worker/allocator.py

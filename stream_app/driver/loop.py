@@ -29,6 +29,7 @@ from .clients import SlotConfig
 from .group_watch import UnownedPartitionsWatch
 from .patience import Patience
 from .restore import restore
+from .standby import StandbyCopies
 from .store import PartitionStore, StoreBudget
 from .transaction import Transaction, TransactionAborted
 
@@ -65,8 +66,10 @@ class DriverConfig:
     batch_max: int = 2000
     commit_interval_ms: int = 100
     punctuate_interval_ms: int = 500
+    standby: bool = False  # keep copies of the partitions this process does not own (driver/standby.py)
 
 
+STANDBY_REFRESH_S = 30  # how often the partitions to keep copies of are listed again (the input may grow)
 LIVENESS_LIMIT_S = 60  # /healthz fails, and the watchdog ends the process, when the loop has not turned for this long
 
 # Test-only fault injection (tests/test_driver_abort.py, tests/crash_worker.py): called at named points:
@@ -101,6 +104,9 @@ class StreamDriver:
         self.fatal_error: KafkaError | None = None
         self.patience = Patience()  # calls that wait for an unreachable cluster (driver/patience.py)
         self.group_watch: UnownedPartitionsWatch | None = None
+        self.standby: StandbyCopies | None = None
+        self.input_partitions: int | None = None  # the input topic's partition count, as last read
+        self.standby_listed = 0.0  # monotonic time the partitions to copy were last listed; 0: list them now
 
     # -- health ---------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -141,6 +147,8 @@ class StreamDriver:
         self.transaction.init()  # fences this slot's predecessor and aborts its open transaction
         self.reader = slot.reader("restore", fetch_wait_ms=10)
         consumer = self.consumer = slot.consumer(error_cb=self._on_client_error)
+        if self.config.standby:
+            self.standby = StandbyCopies(slot.reader("standby"), self.config.changelog_topic, self._open_store)
         self._subscribe(consumer)
         log.info("slot %s: transactional id %s, group %s", slot.instance_id, slot.transactional_id, slot.group_id)
         try:
@@ -159,6 +167,9 @@ class StreamDriver:
                 store.close()
             self.stores.clear()
             self.reader.close()
+            if self.standby is not None:
+                self.standby.close()
+                self.standby.reader.close()
             producer.flush(5)
             self.transaction = None  # the producer is destroyed with its last reference (it has no close())
             del producer
@@ -214,6 +225,20 @@ class StreamDriver:
                 self.commit()
         self.transaction.producer.poll(0)
         self._heal_unowned_partitions(consumer)
+        if self.standby is not None:
+            self._keep_standby_copies()
+
+    def _keep_standby_copies(self) -> None:
+        """Between two polls: follow the partitions nobody here owns (listed again after each rebalance and
+        every STANDBY_REFRESH_S), then apply what the standby reader has buffered."""
+        assert self.standby is not None
+        if self.joined and (self.standby_listed == 0.0 or time.monotonic() - self.standby_listed > STANDBY_REFRESH_S):
+            self.standby_listed = time.monotonic()
+            if self.consumer is not None:
+                self._count_input_partitions(self.consumer)
+            if self.input_partitions is not None:
+                self.standby.follow(p for p in range(self.input_partitions) if p not in self.stores)
+        self.standby.poll()
 
     def _records(self, fetched: list[Message]) -> list[Message]:
         """The records among what the consumer returned; its error events are reported here, and a
@@ -363,7 +388,7 @@ class StreamDriver:
                 # changelog restored, so state and input start at the same transaction
                 committed = consumer.committed([TopicPartition(topic, p) for p in new], timeout=60)
                 self.start_offsets.update({tp.partition: tp.offset for tp in committed})
-                stores = {p: self._open_store(p) for p in new}
+                stores = {p: self._standby_copy(p) or self._open_store(p) for p in new}
                 restore(self.reader, list(stores.values()), after_chunk=self._hook_at("restore_chunk"))
                 self.stores.update(stores)
                 self.processor.assigned(stores)
@@ -374,6 +399,7 @@ class StreamDriver:
         consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, _start(self.start_offsets.get(tp.partition, -1)))
                                      for tp in partitions])
         self.joined = True
+        self.standby_listed = 0.0
         metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
         self._count_input_partitions(consumer)
         log.info("assigned input partitions %s; owning %s", sorted(new), sorted(self.stores))
@@ -388,7 +414,8 @@ class StreamDriver:
             log.warning("the input topic's partition count could not be read: %s", exc)
             return
         if metadata is not None and metadata.error is None:
-            metrics.INPUT_PARTITIONS.set(len(metadata.partitions))
+            self.input_partitions = len(metadata.partitions)
+            metrics.INPUT_PARTITIONS.set(self.input_partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = [tp.partition for tp in partitions if tp.partition in self.stores]
@@ -420,6 +447,11 @@ class StreamDriver:
             self.stores.pop(partition).close()
             metrics.forget_partition(partition)
         metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+        self.standby_listed = 0.0  # a standby copy of them from now on, if standbys are on
+
+    def _standby_copy(self, partition: int) -> PartitionStore | None:
+        """The standby copy of a partition just assigned (open, near the changelog's end), if any."""
+        return self.standby.take(partition) if self.standby is not None else None
 
     def _open_store(self, partition: int) -> PartitionStore:
         path = self.config.state_dir / f"{self.config.input_topic}-{partition}"

@@ -21,6 +21,9 @@ RESTORED_PROFILES = Gauge("stream_app_restored_profiles", "Profiles held by the 
 ASSIGNED_PARTITIONS = Gauge("stream_app_assigned_input_partitions", "Input partitions this process owns", multiprocess_mode="livesum")
 INPUT_PARTITIONS = Gauge("stream_app_input_partitions", "Partitions of the input topic, as this process last saw them (at its last assignment)",
                          multiprocess_mode="livemax")
+STANDBY_PARTITIONS = Gauge("stream_app_standby_partitions", "Partitions this process keeps a standby copy of (STREAM_APP_STANDBY)",
+                           multiprocess_mode="livesum")
+STANDBY_RECORDS = Counter("stream_app_standby_records_total", "Changelog records applied to standby copies")
 GROUP_REJOINS = Counter("stream_app_group_rejoins_total", "Times this process left the consumer group and joined again because "
                       "input partitions belonged to no member of the stable group (driver/group_watch.py)")
 CONSUMER_LAG = Gauge("stream_app_consumer_lag", "Input messages not yet processed, by partition", ["partition"], multiprocess_mode="livesum")

@@ -82,7 +82,7 @@ def build_worker(settings: Settings, fault_hook: Any = None) -> tuple[StreamDriv
         slot=slot, input_topic=settings.input_topic, changelog_topic=settings.changelog_topic,
         state_dir=settings.data_dir / "state", rocksdb_budget_bytes=settings.rocksdb_memory_mb * MIB,
         batch_max=settings.batch_max, commit_interval_ms=settings.commit_interval_ms,
-        punctuate_interval_ms=settings.clock_interval_ms,
+        punctuate_interval_ms=settings.clock_interval_ms, standby=settings.standby,
     ), processor, fault_hook=fault_hook)
     processor.lag = driver.lag
     processor.housekeeping = Housekeeping(settings, watcher, processor, driver)
