@@ -9,22 +9,19 @@ the state after every transaction, must be equal."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_app.engine import PartitionEngine, RawRecord
+from stream_app.engine import PartitionEngine
 from stream_app.replay import InMemoryStore
 from stream_app.segments.config import CatalogConfig
 from stream_app.timers.schedule import DueSchedule
 
-from .test_hot_profiles import steps
-from .test_rule_dues import Population, _event
+from .test_hot_profiles import concrete_steps, run_step, steps
 
 CFG = CatalogConfig()
-T0 = 1_790_000_000_000
 
 
 class StagedStore(InMemoryStore):
@@ -43,42 +40,6 @@ class StagedStore(InMemoryStore):
         merged = dict(dict.items(self))
         merged.update(self.staged)
         return [(k, v) for k, v in merged.items() if v is not None]
-
-
-def _concrete(steps_: list) -> list[tuple[str, Any, int]]:
-    """Each step with its inputs fixed (events with their times, the wall clock), so that both engines
-    see the same inputs whichever steps they skip."""
-    out: list[tuple[str, Any, int]] = []
-    now, wall, n = T0, T0, 0
-    for kind, arg, ahead in steps_:
-        if kind == "batch":
-            decoded = []
-            for user, gap, event_kind, variant in arg:
-                now += gap
-                n += 1
-                event = _event(n, event_kind, variant, now)
-                decoded.append((RawRecord(b""), replace(event, user_id=user, message_id=f"{user}-{n}")))
-            wall = max(wall, now + ahead)
-            out.append(("batch", decoded, wall))
-        elif kind == "tick":
-            wall += arg
-            out.append(("tick", None, wall))
-        elif kind == "refresh":
-            out.append(("refresh", Population(arg), wall))
-        else:
-            out.append(("definitions", (replace(CFG, intent_threshold=3 + arg, version=f"v{arg}"), wall + n), wall))
-    return out
-
-
-def _step(engine: PartitionEngine, kind: str, arg: Any, wall: int):  # type: ignore[no-untyped-def]
-    if kind == "batch":
-        return engine.handle_decoded(arg, wall)
-    if kind == "tick":
-        return engine.tick(wall)
-    if kind == "refresh":
-        return engine.refresh_population(arg, wall)
-    cfg, loaded_at = arg
-    return engine.reevaluate_all(cfg, wall, loaded_at=loaded_at)
 
 
 def _schedule(schedule: DueSchedule) -> dict[str, int]:
@@ -102,7 +63,7 @@ def _output(result) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
 @given(steps_=steps(), cuts=st.lists(st.tuples(st.integers(1, 3), st.booleans()), min_size=1, max_size=25),
        hot=st.sampled_from([0, 2, 100]))
 def test_a_rolled_back_engine_decides_as_one_that_never_saw_the_aborted_steps(steps_, cuts, hot):
-    concrete = _concrete(steps_)
+    concrete = concrete_steps(steps_)
     store, reference_store = StagedStore(), InMemoryStore()
     engine = PartitionEngine(0, store, CFG, hot_profiles=hot, undo=True)
     reference = PartitionEngine(0, reference_store, CFG, hot_profiles=hot)
@@ -113,10 +74,10 @@ def test_a_rolled_back_engine_decides_as_one_that_never_saw_the_aborted_steps(st
         if not transaction:
             break
         for kind, arg, wall in transaction:
-            result = _step(engine, kind, arg, wall)
+            result = run_step(engine, kind, arg, wall)
             store.staged.update(result.writes)
             if commit:
-                expected = _step(reference, kind, arg, wall)
+                expected = run_step(reference, kind, arg, wall)
                 reference_store.write(expected.writes)
                 assert _output(result) == _output(expected)
         if commit:

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from stream_app.driver.store import MIB, PartitionStore, StoreBudget
 from stream_app.engine import PartitionEngine, RawRecord
 from stream_app.engine.partition import CLOCK_KEY, DEFAULT_HOT_PROFILES
-from stream_app.events import Event
 from stream_app.replay import InMemoryStore
 from stream_app.segments import catalog
 from stream_app.segments.config import CatalogConfig
@@ -56,19 +55,11 @@ def steps(draw):
     return out
 
 
-def _run(steps_: list, hot_profiles: int) -> tuple[list[Any], PartitionEngine, InMemoryStore]:
-    store = InMemoryStore()
-    engine = PartitionEngine(0, store, CFG, hot_profiles=hot_profiles)
-    outputs: list[Any] = []
+def concrete_steps(steps_: list) -> list[tuple[str, Any, int]]:
+    """Each drawn step with its inputs fixed (events with their times, the wall clock), so that engines
+    that skip some steps (tests/test_engine_rollback.py) still see the same inputs for the others."""
+    out: list[tuple[str, Any, int]] = []
     now, wall, n = T0, T0, 0
-
-    def keep(result):
-        store.write(result.writes)
-        outputs.append((result.transitions, result.writes, result.memberships, dict(result.counts), result.clock,
-                        result.backfill_clock, engine.next_due(), len(engine.schedule), len(engine.parked)))
-        for user_id, (profile, _dues) in engine.hot.items():  # written through: what the store holds
-            assert encode_profile(profile) == store[user_id]
-
     for kind, arg, ahead in steps_:
         if kind == "batch":
             decoded = []
@@ -78,15 +69,39 @@ def _run(steps_: list, hot_profiles: int) -> tuple[list[Any], PartitionEngine, I
                 event = _event(n, event_kind, variant, now)
                 decoded.append((RawRecord(b""), replace(event, user_id=user, message_id=f"{user}-{n}")))
             wall = max(wall, now + ahead)
-            keep(engine.handle_decoded(decoded, wall))
+            out.append(("batch", decoded, wall))
         elif kind == "tick":
             wall += arg
-            keep(engine.tick(wall))
+            out.append(("tick", None, wall))
         elif kind == "refresh":
-            keep(engine.refresh_population(Population(arg), wall))
+            out.append(("refresh", Population(arg), wall))
         else:
-            cfg = replace(CFG, intent_threshold=3 + arg, version=f"v{arg}")
-            keep(engine.reevaluate_all(cfg, wall, loaded_at=wall + n))
+            out.append(("definitions", (replace(CFG, intent_threshold=3 + arg, version=f"v{arg}"), wall + n), wall))
+    return out
+
+
+def run_step(engine: PartitionEngine, kind: str, arg: Any, wall: int):  # type: ignore[no-untyped-def]
+    if kind == "batch":
+        return engine.handle_decoded(arg, wall)
+    if kind == "tick":
+        return engine.tick(wall)
+    if kind == "refresh":
+        return engine.refresh_population(arg, wall)
+    cfg, loaded_at = arg
+    return engine.reevaluate_all(cfg, wall, loaded_at=loaded_at)
+
+
+def _run(steps_: list, hot_profiles: int) -> tuple[list[Any], PartitionEngine, InMemoryStore]:
+    store = InMemoryStore()
+    engine = PartitionEngine(0, store, CFG, hot_profiles=hot_profiles)
+    outputs: list[Any] = []
+    for kind, arg, wall in concrete_steps(steps_):
+        result = run_step(engine, kind, arg, wall)
+        store.write(result.writes)
+        outputs.append((result.transitions, result.writes, result.memberships, dict(result.counts), result.clock,
+                        result.backfill_clock, engine.next_due(), len(engine.schedule), len(engine.parked)))
+        for user_id, (profile, _dues) in engine.hot.items():  # written through: what the store holds
+            assert encode_profile(profile) == store[user_id]
         assert len(engine.hot) <= hot_profiles
     return outputs, engine, store
 
