@@ -95,7 +95,7 @@ def _copies(bootstrap: str, tmp_path, topic: str):  # type: ignore[no-untyped-de
 
     budget = StoreBudget(8 * MIB)
     slot = SlotConfig(bootstrap_servers=bootstrap, group_id=f"standby-{uuid.uuid4().hex[:8]}", instance_id="t")
-    return StandbyCopies(slot.reader("standby"), topic,
+    return StandbyCopies(slot.reader("standby", offset_reset="error"), topic,
                          lambda p: PartitionStore(tmp_path / f"copy-{p}", budget, topic, p))
 
 
@@ -174,6 +174,40 @@ def test_a_copy_whose_position_does_not_fit_the_changelog_is_read_again_from_the
         copies.follow([0])
         _poll_until(copies, lambda: dict(copies.stores[0].items()) == {"kept": b"v"}, "the copy read again from the start")
         assert copies.stores[0].next_changelog_offset() == 1
+    finally:
+        copies.close()
+        copies.reader.close()
+
+
+def test_a_copy_whose_position_falls_out_of_the_changelog_while_followed_is_read_again(kafka_bootstrap, tmp_path):
+    """The changelog's start moves past a copy's position while it is followed (records deleted, as a
+    recreated topic would do): the reader reports an offset reset instead of skipping silently, and the
+    copy is wiped and read again from the new start."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"changelog-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for n in range(20):
+        producer.produce(topic, f"v{n}".encode(), f"old{n}".encode(), partition=0)
+    producer.flush(10)
+    copies = _copies(kafka_bootstrap, tmp_path, topic)
+    try:
+        copies.follow([0])
+        _poll_until(copies, lambda: copies.positions.get(0) == 20, "the copy to reach the end")
+        tp = TopicPartition(topic, 0)
+        copies.reader.pause([tp])  # nothing more is fetched while the log's start moves past the copy
+        for n in range(10):
+            producer.produce(topic, f"w{n}".encode(), f"new{n}".encode(), partition=0)
+        producer.flush(10)
+        admin.delete_records([TopicPartition(topic, 0, 25)])[TopicPartition(topic, 0, 25)].result(30)
+        copies.reader.resume([tp])
+        expected = {f"new{n}": f"w{n}".encode() for n in range(5, 10)}
+        _poll_until(copies, lambda: dict(copies.stores[0].items()) == expected, "the copy wiped and read from the new start")
+        assert copies.positions[0] == 30 and copies.stores[0].next_changelog_offset() == 30
+        assert copies.lag() == 0
     finally:
         copies.close()
         copies.reader.close()

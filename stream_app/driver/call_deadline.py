@@ -45,5 +45,6 @@ class CallDeadline:
         waited = time.monotonic() - started
         if waited <= timeout_s + self.overrun_s:
             return None
-        return (f"librdkafka's {name} has not returned {waited:.0f} s after it was called with a {timeout_s:.0f} s "
-                f"timeout (a known librdkafka hang when the group coordinator dies: confluentinc/librdkafka#5456, #5511)")
+        known = (" (a known librdkafka hang when the group coordinator dies: confluentinc/librdkafka#5456, #5511)"
+                 if name == "send_offsets_to_transaction" else "")
+        return f"librdkafka's {name} has not returned {waited:.0f} s after it was called with a {timeout_s:.0f} s timeout{known}"

@@ -72,7 +72,7 @@ class SlotConfig:
             **self.extra_producer,
         }
 
-    def reader_config(self, purpose: str, fetch_wait_ms: int = 500) -> dict[str, Any]:
+    def reader_config(self, purpose: str, fetch_wait_ms: int = 500, offset_reset: str = "earliest") -> dict[str, Any]:
         """A plain reader without a group (changelog restore, the RFM exchange): read_committed, and
         an end-of-partition event so that "read to the end" needs no sleeping. A restore wants its
         end at once (`fetch_wait_ms` 10: the broker's long poll would add 500 ms to every restore);
@@ -85,7 +85,7 @@ class SlotConfig:
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
+            "auto.offset.reset": offset_reset,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
         }
@@ -100,5 +100,5 @@ class SlotConfig:
     def producer(self, **callbacks: Any) -> Producer:
         return Producer({**self.producer_config(), **callbacks})
 
-    def reader(self, purpose: str, fetch_wait_ms: int = 500) -> Consumer:
-        return Consumer(self.reader_config(purpose, fetch_wait_ms))
+    def reader(self, purpose: str, fetch_wait_ms: int = 500, offset_reset: str = "earliest") -> Consumer:
+        return Consumer(self.reader_config(purpose, fetch_wait_ms, offset_reset))

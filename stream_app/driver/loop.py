@@ -9,8 +9,8 @@
 Rebalances (cooperative-sticky, static membership): newly assigned partitions are restored from their
 changelog before the callback returns (so their input is fetched only afterwards); before partitions are
 revoked, the open transaction is committed; lost partitions abort it. After an abort, every assigned
-partition is sought back to its committed offset and the processor rebuilds its in-memory state from the
-stores, which hold only committed writes.
+partition is sought back to its committed offset and the processor returns its in-memory state to the
+last commit (`processor.rolled_back`); the stores hold only committed writes.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class StreamDriver:
         self.group_watch: UnownedPartitionsWatch | None = None
         self.standby: StandbyCopies | None = None
         self.input_partitions: int | None = None  # the input topic's partition count, as last read
+        self.partitions_counted = 0.0  # monotonic time it was read
         self.standby_listed = 0.0  # monotonic time the partitions to copy were last listed; 0: list them now
 
     # -- health ---------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class StreamDriver:
         self.reader = slot.reader("restore", fetch_wait_ms=10)
         consumer = self.consumer = slot.consumer(error_cb=self._on_client_error)
         if self.config.standby:
-            self.standby = StandbyCopies(slot.reader("standby"), self.config.changelog_topic, self._open_store)
+            self.standby = StandbyCopies(slot.reader("standby", offset_reset="error"), self.config.changelog_topic, self._open_store)
         self._subscribe(consumer)
         log.info("slot %s: transactional id %s, group %s", slot.instance_id, slot.transactional_id, slot.group_id)
         try:
@@ -230,14 +231,17 @@ class StreamDriver:
 
     def _keep_standby_copies(self) -> None:
         """Between two polls: follow the partitions nobody here owns (listed again after each rebalance and
-        every STANDBY_REFRESH_S), then apply what the standby reader has buffered."""
+        every STANDBY_REFRESH_S; one new copy per turn), then apply what the standby reader has buffered."""
         assert self.standby is not None
-        if self.joined and (self.standby_listed == 0.0 or time.monotonic() - self.standby_listed > STANDBY_REFRESH_S):
-            self.standby_listed = time.monotonic()
-            if self.consumer is not None:
-                self._count_input_partitions(self.consumer)
+        now = time.monotonic()
+        if self.joined and (self.standby_listed == 0.0 or now - self.standby_listed > STANDBY_REFRESH_S):
+            self.standby_listed = now
+            if self.consumer is not None and now - self.partitions_counted > STANDBY_REFRESH_S:
+                self._count_input_partitions(self.consumer)  # the input may have grown
             if self.input_partitions is not None:
-                self.standby.follow(p for p in range(self.input_partitions) if p not in self.stores)
+                more = self.standby.follow(p for p in range(self.input_partitions) if p not in self.stores)
+                if more:
+                    self.standby_listed = 0.0  # the next one at the next turn
         self.standby.poll()
 
     def _records(self, fetched: list[Message]) -> list[Message]:
@@ -327,7 +331,7 @@ class StreamDriver:
         self._rewind()
 
     def _rewind(self) -> None:
-        """After an abort: input from the committed offsets, in-memory state from the stores."""
+        """After an abort: input from the committed offsets, in-memory state as at the last commit."""
         assert self.consumer is not None
         self.rewinds += 1
         self.processor.rolled_back()
@@ -414,6 +418,7 @@ class StreamDriver:
             log.warning("the input topic's partition count could not be read: %s", exc)
             return
         if metadata is not None and metadata.error is None:
+            self.partitions_counted = time.monotonic()
             self.input_partitions = len(metadata.partitions)
             metrics.INPUT_PARTITIONS.set(self.input_partitions)
 

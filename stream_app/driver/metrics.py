@@ -23,6 +23,8 @@ INPUT_PARTITIONS = Gauge("stream_app_input_partitions", "Partitions of the input
                          multiprocess_mode="livemax")
 STANDBY_PARTITIONS = Gauge("stream_app_standby_partitions", "Partitions this process keeps a standby copy of (STREAM_APP_STANDBY)",
                            multiprocess_mode="livesum")
+STANDBY_LAG = Gauge("stream_app_standby_lag_records", "Changelog records the standby copies have not applied yet (as of the "
+                    "reader's last fetch)", multiprocess_mode="livesum")
 STANDBY_RECORDS = Counter("stream_app_standby_records_total", "Changelog records applied to standby copies")
 GROUP_REJOINS = Counter("stream_app_group_rejoins_total", "Times this process left the consumer group and joined again because "
                       "input partitions belonged to no member of the stable group (driver/group_watch.py)")

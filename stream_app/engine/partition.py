@@ -227,19 +227,31 @@ class PartitionEngine:
         """Derive the due schedule from the stored profiles (after assignment or restart), in one pass
         over the store. Returns the population: users per (segment, member)."""
         population: Counter = Counter()
+        dues: dict[str, int] = {}
+        rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
+        cfg = self.cfg
         for user_id, data in self.store.items():
             if user_id == CLOCK_KEY:
                 continue
             profile = decode_profile(data)
-            self.schedule.set(user_id, next_due(profile, self.cfg))
-            self._index_rfm(user_id, profile)
+            due = next_due(profile, cfg)
+            if due is not None:
+                dues[user_id] = due
+            entry = self._rfm_entry(profile)
+            if entry is not None:
+                rfm_index[user_id] = entry
             population.update(profile.members.items())
+        self.schedule.load(dues)  # one heapify; no undo record of every user
+        self.rfm_index = rfm_index
         self.checkpoint()  # the store's state, committed
         return population
 
-    def _index_rfm(self, user_id: str, profile: Profile) -> None:
+    def _rfm_entry(self, profile: Profile) -> tuple[int, int, float, str | None] | None:
         value = rfm.values(profile, profile.t, self.cfg) if self.cfg.rfm_enabled else None
-        self._set_rfm(user_id, None if value is None else (*value, profile.members.get(rfm.FAMILY)))
+        return None if value is None else (*value, profile.members.get(rfm.FAMILY))
+
+    def _index_rfm(self, user_id: str, profile: Profile) -> None:
+        self._set_rfm(user_id, self._rfm_entry(profile))
 
     # -- RFM population ---------------------------------------------------------------------------
     def rfm_summary(self, reference: int | None = None) -> PartitionSummary:
@@ -484,5 +496,6 @@ class PartitionEngine:
 
     def drop_hot_profiles(self) -> None:
         """Forget every decoded profile kept across batches: for a caller that keeps this engine but did
-        not apply the writes of its last results to the store (the worker discards the engine instead)."""
+        not apply the writes of its last results to the store (the worker, whose engines are made with
+        `undo`, calls `rollback` instead)."""
         self.hot.clear()

@@ -63,6 +63,13 @@ class DueSchedule:
                 undo.setdefault(user, due)
         return taken
 
+    def load(self, dues: dict[str, int]) -> None:
+        """Replace the whole schedule (a rebuild): one heapify, and nothing for `rollback` to undo."""
+        self._due = dict(dues)
+        self._heap = [(due, user) for user, due in self._due.items()]
+        heapq.heapify(self._heap)
+        self.checkpoint()
+
     def checkpoint(self) -> None:
         """The current schedule is the one `rollback` returns to."""
         if self._undo is not None:

@@ -87,10 +87,14 @@ class SegmentationProcessor:
         self._uncommitted.clear()
         self._uncommitted_batches.clear()
         self.last_step_wall.clear()
-        self.rfm_refreshed_at = 0  # the aborted summaries never reached the topic: publish again
+        # the aborted summaries never reached the topic: publish again (the exchange still holds this
+        # process's aborted summaries meanwhile, so a refresh queued below may first use a population the
+        # other processes never saw; the republish at the next punctuation sets it right)
+        self.rfm_refreshed_at = 0
         for partition, engine in self.engines.items():
             engine.rollback()
-            if engine.saved_definitions is not None and engine.saved_definitions != self.cfg.version:
+            stored_under_other = engine.saved_definitions is not None and engine.saved_definitions != self.cfg.version
+            if engine.cfg.version != self.cfg.version or stored_under_other:
                 self.reevaluate.add(partition)  # decided again under the current definitions, as before the abort
             if self.rfm_population is not None and engine.cfg.rfm_population is not self.rfm_population:
                 self.rfm_refresh.add(partition)  # the aborted refresh, again
