@@ -62,6 +62,7 @@ from stream_app.timeutil import DAY_MS, format_timestamp, parse_timestamp
 
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 RESTORED = re.compile(r"restored partitions \[([\d, ]*)\] from the changelog: (\d+) records in ([\d.]+) s")
+# (an assignment whose local copies were current logs "partitions [...]: nothing to restore": 0 records)
 REBUILT = re.compile(r"partition (\d+): schedule rebuilt for (\d+) profiles in ([\d.]+) s")
 ASSIGNED = re.compile(r"assigned input partitions \[([\d, ]*)\]; owning \[([\d, ]*)\]")
 SLOT = re.compile(r"slot \S+: transactional id")

@@ -35,7 +35,8 @@ def _changelog_records(names: Names, partitions: list[int]) -> int:
 def _restored_after(log: str, mark: int) -> list[tuple[list[int], int]]:
     """(partitions, records read) of each restore logged after position `mark` of the log."""
     found = re.findall(r"restored partitions \[([0-9, ]*)\] from the changelog: (\d+) records", log[mark:])
-    return [([int(p) for p in parts.split(",")], int(records)) for parts, records in found]
+    current = re.findall(r"partitions \[([0-9, ]*)\]: nothing to restore from the changelog", log[mark:])
+    return [([int(p) for p in parts.split(",")], int(records)) for parts, records in [*found, *((parts, "0") for parts in current)]]
 
 
 def test_a_survivor_with_standby_copies_restores_only_the_tail(kafka_bootstrap, tmp_path, monkeypatch):
