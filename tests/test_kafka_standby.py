@@ -152,7 +152,6 @@ def test_copies_follow_the_changelog_as_a_restore_writes_it_and_are_handed_over_
         taken.close()
     finally:
         copies.close()
-        copies.reader.close()
 
 
 def test_a_copy_whose_position_does_not_fit_the_changelog_is_read_again_from_the_start(kafka_bootstrap, tmp_path):
@@ -177,7 +176,6 @@ def test_a_copy_whose_position_does_not_fit_the_changelog_is_read_again_from_the
         assert copies.stores[0].next_changelog_offset() == 1
     finally:
         copies.close()
-        copies.reader.close()
 
 
 def test_a_copy_whose_position_falls_out_of_the_changelog_while_followed_is_read_again(kafka_bootstrap, tmp_path):
@@ -211,4 +209,3 @@ def test_a_copy_whose_position_falls_out_of_the_changelog_while_followed_is_read
         assert copies.lag() == 0
     finally:
         copies.close()
-        copies.reader.close()

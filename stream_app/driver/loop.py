@@ -170,7 +170,6 @@ class StreamDriver:
             self.reader.close()
             if self.standby is not None:
                 self.standby.close()
-                self.standby.reader.close()
             producer.flush(5)
             self.transaction = None  # the producer is destroyed with its last reference (it has no close())
             del producer

@@ -168,9 +168,11 @@ class StandbyCopies:
             log.warning("standby copy of partition %d: " + message, partition, *args)
 
     def close(self) -> None:
+        """Close every copy and the reader (at the process's end)."""
         for store in self.stores.values():
             store.close()
         self.stores.clear()
         self.positions.clear()
         metrics.STANDBY_PARTITIONS.set(0)
         metrics.STANDBY_LAG.set(0)
+        self.reader.close()
