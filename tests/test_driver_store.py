@@ -19,7 +19,7 @@ def test_staged_writes_are_read_first_and_reach_rocksdb_only_when_applied(tmp_pa
     store.stage({"alice": None, "carol": b"3"})  # a delete and a new profile, not committed yet
     assert store.get("alice") is None and store.get("bob") == b"2"
     assert dict(store.items()) == {"bob": b"2", "carol": b"3"}
-    assert sorted(key for key, _ in store.changelog_records()) == [b"alice", b"carol"]
+    assert sorted(key for key, _, _ in store.changelog_records()) == [b"alice", b"carol"]
     store.close()
 
     reopened = store_at(tmp_path / "p2")  # what a restart finds: only the committed writes
@@ -41,7 +41,7 @@ def test_an_abort_drops_the_staged_writes(tmp_path):
 
 def test_restored_records_and_their_position_land_together(tmp_path):
     store = store_at(tmp_path / "p2")
-    store.write_restored([(b"alice", b"1"), (b"bob", b"2"), (b"alice", None)], 103)
+    store.write_restored([(b"alice", b"1", None), (b"bob", b"2", None), (b"alice", None, None)], 103)
     assert dict(store.items()) == {"bob": b"2"}
     assert store.next_changelog_offset() == 103
     assert OFFSET_KEY not in {key.encode() for key, _ in store.items()}
@@ -49,9 +49,10 @@ def test_restored_records_and_their_position_land_together(tmp_path):
 
 def test_wiping_forgets_everything_and_keeps_the_store_usable(tmp_path):
     store = store_at(tmp_path / "p2")
-    store.write_restored([(b"alice", b"1")], 7)
+    store.write_restored([(b"alice", b"1", b"entry")], 7)
     store.wipe()
     assert dict(store.items()) == {} and store.next_changelog_offset() is None
+    assert list(store.schedule_entries()) == []
     store.stage({"bob": b"2"})
     store.apply_staged(None)
     assert store.get("bob") == b"2" and store.next_changelog_offset() is None
@@ -66,3 +67,71 @@ def test_user_ids_with_lone_surrogates_and_control_characters_round_trip(tmp_pat
     assert dict(store.items()) == {odd: b"clock", "zw\u200bsp": b"x"}
     store.close()
 
+
+
+# -- schedule entries (engine/schedule_entry.py) beside the profiles ------------------------------------
+
+def test_schedule_entries_are_staged_sent_and_applied_with_their_profiles(tmp_path):
+    store = store_at(tmp_path / "p2")
+    store.stage({"alice": b"1", "bob": b"2", "carol": b"3"}, {"alice": b"a1", "bob": b"b1"})
+    store.stage({"bob": b"2'"})  # written again in the same transaction, without an entry: the old one is gone
+    assert sorted(store.changelog_records()) == [(b"alice", b"1", b"a1"), (b"bob", b"2'", None), (b"carol", b"3", None)]
+    assert store.schedule_entries() is None  # staged writes: nothing to vouch for
+    store.apply_staged(9)
+    assert dict(store.schedule_entries()) == {"alice": b"a1", "bob": b"", "carol": b""}
+    store.stage({"alice": None, "bob": b"2''"}, {"bob": b"b2"})
+    store.apply_staged(12)
+    store.close()
+    reopened = store_at(tmp_path / "p2")
+    assert dict(reopened.schedule_entries()) == {"bob": b"b2", "carol": b""}
+    assert dict(reopened.items()) == {"bob": b"2''", "carol": b"3"}  # the profiles' own view is unchanged
+    reopened.close()
+
+
+def test_restored_records_bring_their_entries_and_tombstones_take_them(tmp_path):
+    store = store_at(tmp_path / "p2")
+    store.stage({"alice": b"old", "dave": b"d"}, {"alice": b"stale", "dave": b"d1"})
+    store.apply_staged(3)
+    store.write_restored([(b"alice", b"new", None), (b"bob", b"2", b"b1"), (b"dave", None, None)], 7)
+    assert dict(store.schedule_entries()) == {"alice": b"", "bob": b"b1"}  # no header: no entry, never the stale one
+    store.close()
+
+
+def test_entries_written_beside_by_a_release_without_them_are_not_vouched_for(tmp_path):
+    store = store_at(tmp_path / "p2")
+    store.stage({"alice": b"1", "bob": b"2"}, {"alice": b"a1", "bob": b"b1"})
+    store.apply_staged(5)
+    # a release without entries writes alice again, and moves only the profiles' position
+    store.db[b"alice"] = b"1 changed"
+    store.db[OFFSET_KEY] = b"6"
+    assert store.schedule_entries() is None
+    store.keep_schedule_entries({"alice": b"a2"}, complete=True)  # the rebuild computed every profile's
+    assert dict(store.schedule_entries()) == {"alice": b"a2"}  # bob's old entry went with the others
+    store.keep_schedule_entries({"bob": b"b2"}, complete=False)
+    assert dict(store.schedule_entries()) == {"alice": b"a2", "bob": b"b2"}
+    store.close()
+    reopened = store_at(tmp_path / "p2")
+    assert dict(reopened.schedule_entries()) == {"alice": b"a2", "bob": b"b2"}
+    reopened.close()
+
+
+def test_entries_computed_for_a_large_partition_are_written_in_chunks_and_vouched_for_last(tmp_path, monkeypatch):
+    from stream_app.driver import store as store_module
+
+    store = store_at(tmp_path / "p2")
+    store.write_restored([(f"u{n:05d}".encode(), b"p", None) for n in range(2_500)], 2_500)
+    writes = []
+    original = PartitionStore._write
+
+    def counting(self, batch):  # type: ignore[no-untyped-def]
+        writes.append(batch.len())
+        if len(writes) == 2:
+            assert self.schedule_entries() is None  # half written: not vouched for yet
+        original(self, batch)
+
+    monkeypatch.setattr(store_module, "ENTRIES_PER_WRITE", 1_000)
+    monkeypatch.setattr(PartitionStore, "_write", counting)
+    store.keep_schedule_entries({f"u{n:05d}": b"e" for n in range(2_500)}, complete=True)
+    assert writes == [1_000, 1_000, 501]  # the position with the last chunk
+    assert dict(store.schedule_entries()) == {f"u{n:05d}": b"e" for n in range(2_500)}
+    store.close()

@@ -152,7 +152,7 @@ def test_a_full_disk_on_write_raises_and_keeps_the_store(tmp_path, operation):
             store.stage({"alice": b"new"})
             store.apply_staged(100)
         else:
-            store.write_restored([(b"alice", b"new")], 100)
+            store.write_restored([(b"alice", b"new", None)], 100)
     assert raised.value.full and raised.value.partition == 0 and raised.value.path == path
     assert str(raised.value) == (f"partition 0: RocksDB could not write its local state at {path}: the disk is full "
                                  f"({ROCKSDB_DISK_FULL})")

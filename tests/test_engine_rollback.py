@@ -42,6 +42,9 @@ class StagedStore(InMemoryStore):
         merged.update(self.staged)
         return [(k, v) for k, v in merged.items() if v is not None]
 
+    def schedule_entries(self) -> None:  # like the worker's store with staged writes: read every profile
+        return None
+
 
 def _schedule(schedule: DueSchedule) -> dict[str, int]:
     users = dict(schedule.take_all())

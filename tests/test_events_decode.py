@@ -70,6 +70,25 @@ def test_invalid_messages_name_their_reason(raw, reason):
     assert reason_of(raw) == reason
 
 
+def test_a_user_id_that_would_be_the_engines_own_key_is_a_dead_letter():
+    from stream_app.engine import PartitionEngine, RawRecord
+    from stream_app.engine.partition import CLOCK_KEY
+    from stream_app.replay import InMemoryStore
+    from stream_app.segments.config import CatalogConfig
+
+    for field in ("userId", "anonymousId"):
+        doc = body(**{field: CLOCK_KEY}) if field == "userId" else {**body(userId=None), "anonymousId": "\x00x"}
+        with pytest.raises(InvalidEvent) as raised:
+            decode_event(json.dumps(doc).encode(), NOW)
+        assert raised.value.reason == DeadLetterReason.SCHEMA_VIOLATION and "NUL" in raised.value.detail
+    # the engine keeps its clock under that key: such an event must not reach it as a user's
+    store = InMemoryStore()
+    engine = PartitionEngine(0, store, CatalogConfig())
+    store.write(engine.tick(NOW).writes)
+    result = engine.handle([RawRecord(json.dumps(body(userId=CLOCK_KEY)).encode())], NOW)
+    assert [invalid.reason for _, invalid in result.dead_letters] == [DeadLetterReason.SCHEMA_VIOLATION]
+
+
 def test_deeply_nested_input_is_a_dead_letter_not_a_crash():
     nested = b"[" * 100_000 + b"]" * 100_000
     assert reason_of(b"{\"a\":" + nested + b"}") in (DeadLetterReason.UNDECODABLE, DeadLetterReason.OVERSIZE)

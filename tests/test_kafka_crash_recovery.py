@@ -54,5 +54,8 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_repeats_nothing(kafka_
         kept = sum(int(n) for n in re.findall(r"schedule rebuilt for (\d+) profiles", log))
         tail = sum(int(n) for n in re.findall(r"from the changelog: (\d+) records", log))
         assert kept > 0 and tail < kept, (kept, tail)
+        # every profile's schedule entry was found (kept locally, or in the restored records' headers)
+        computed = [int(n) for n in re.findall(r"\((\d+) of them without a current schedule entry\)", log)]
+        assert computed and set(computed) == {0}, computed
     finally:
         assert restarted.stop() == 0, restarted.log()[-3000:]

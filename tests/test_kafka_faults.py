@@ -163,6 +163,9 @@ def test_local_state_deleted_is_restored_from_the_changelog_with_identical_resul
         log = restarted.worker.log()
         restored = sum(int(n) for n in re.findall(r"schedule rebuilt for (\d+) profiles", log)[:3])
         assert restored > 0, "the restarted worker began with the profiles restored from the changelog"
+        # the changelog carried every profile's schedule entry in its headers: no profile was decoded for it
+        computed = [int(n) for n in re.findall(r"\((\d+) of them without a current schedule entry\)", log)]
+        assert computed and set(computed) == {0}, computed
         scenario.finish_and_compare(names, restarted)
         assert restarted.restarts == []
     finally:

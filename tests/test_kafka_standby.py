@@ -164,7 +164,7 @@ def test_a_copy_whose_position_does_not_fit_the_changelog_is_read_again_from_the
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
     stale = PartitionStore(tmp_path / "copy-0", StoreBudget(8 * MIB), topic, 0)
-    stale.write_restored([(b"gone", b"from a topic deleted since")], 5_000)  # ahead of the new topic's end
+    stale.write_restored([(b"gone", b"from a topic deleted since", None)], 5_000)  # ahead of the new topic's end
     stale.close()
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     producer.produce(topic, b"v", b"kept", partition=0)

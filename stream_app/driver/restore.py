@@ -2,7 +2,8 @@
 
 Each store remembers the next changelog offset it has not applied (`PartitionStore`); a restore reads
 from there to the end of the partition with a read_committed reader and writes the raw records in one
-`WriteBatch` per chunk, with the position after them. Nothing is decoded. A store whose position does
+`WriteBatch` per chunk, with the position after them, and each profile's schedule entry from the
+record's header (engine/schedule_entry.py) beside it. Nothing is decoded. A store whose position does
 not fit the changelog (the topic was recreated, or the log starts later) is wiped and read from the
 start. "The end" is librdkafka's end-of-partition event, so an open transaction of a dead process
 delays a restore until the broker aborts it (docs/reliability.md); nothing here sleeps.
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from . import metrics
+from ..engine.schedule_entry import HEADER as ENTRY_HEADER
 from .patience import kafka_error, unreachable
 from .store import PartitionStore
 
@@ -62,7 +64,7 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
     reported = started
     try:
         while pending:
-            chunks: dict[int, list[tuple[bytes, bytes | None]]] = {}
+            chunks: dict[int, list[tuple[bytes, bytes | None, bytes | None]]] = {}
             positions: dict[int, int] = {}
             for message in reader.consume(CHUNK, timeout=0.05):
                 error = message.error()
@@ -76,7 +78,7 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
                         raise KafkaException(error)
                     log.warning("restoring partition %s: %s (retrying)", partition, error)
                     continue
-                chunks.setdefault(partition, []).append((message.key(), message.value()))
+                chunks.setdefault(partition, []).append((message.key(), message.value(), schedule_entry(message)))
                 positions[partition] = message.offset() + 1
             for partition, next_offset in positions.items():
                 by_partition[partition].write_restored(chunks.get(partition, []), next_offset)
@@ -94,6 +96,16 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
         metrics.RESTORE_REMAINING.set(0)
     log.info("restored partitions %s from the changelog: %d records in %.2f s", sorted(by_partition), read, time.monotonic() - started)
     return read
+
+
+def schedule_entry(message: Any) -> bytes | None:
+    """The profile's schedule entry from a changelog record's header (None: written without one)."""
+    headers = message.headers()
+    if headers:
+        for name, value in headers:
+            if name == ENTRY_HEADER:
+                return value
+    return None
 
 
 def fitted_position(reader: Consumer, store: PartitionStore, timeout_s: float, deadline: float) -> tuple[int, int, int | None]:

@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from . import metrics
-from .restore import fitted_position
+from .restore import fitted_position, schedule_entry
 from .store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class StandbyCopies:
         return behind
 
     def _apply(self, messages: list) -> int:  # type: ignore[type-arg]
-        chunks: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        chunks: dict[int, list[tuple[bytes, bytes | None, bytes | None]]] = {}
         positions: dict[int, int] = {}
         for message in messages:
             partition = message.partition()
@@ -136,7 +136,7 @@ class StandbyCopies:
                 else:
                     self._warn(partition, error.code(), "%s (the reader retries)", error)
                 continue
-            chunks.setdefault(partition, []).append((message.key(), message.value()))
+            chunks.setdefault(partition, []).append((message.key(), message.value(), schedule_entry(message)))
             positions[partition] = message.offset() + 1
         applied = 0
         for partition, next_offset in positions.items():

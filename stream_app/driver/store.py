@@ -7,6 +7,15 @@ they reflect (`apply_staged`). So the local copy never holds an uncommitted writ
 partition replays only the changelog tail past its stored offset (`driver/restore.py`). After an abort
 the staged writes are dropped (`discard_staged`).
 
+Beside each profile the store keeps its schedule entry (engine/schedule_entry.py: what a rebuild of
+the partition's due schedule needs of it), in a column family of its own, written in the same
+`WriteBatch` as the profile, and carried in the changelog record's header so that a restore or a standby
+copy has it too. The entries are vouched for only while they are complete: every write of this code
+puts or deletes a profile's entry with it, and stores the changelog position in the entries' family as
+well; a write by a release without entries moves the position alone, so the two positions differ and
+`schedule_entries` says the entries cannot be used (every profile is read, and the entries are written
+again, `keep_schedule_entries`).
+
 All instances share one memory budget (`StoreBudget`): one LRU block cache, with every memtable charged
 to it by one write-buffer manager, so RocksDB's memory is bounded by a single figure however many
 partitions a process owns.
@@ -36,6 +45,10 @@ log = logging.getLogger(__name__)
 MIB = 1 << 20
 # local bookkeeping, never sent to the changelog: the next changelog offset to restore from
 OFFSET_KEY = b"\x00\x00driver:changelog-next-offset"
+ENTRIES_FAMILY = "schedule-entries"  # the column family of the profiles' schedule entries
+# in that family: the changelog position its entries are complete for (equal to OFFSET_KEY's, else unusable)
+ENTRIES_OFFSET_KEY = OFFSET_KEY
+ENTRIES_PER_WRITE = 20_000  # schedule entries a rebuild computed, per WriteBatch
 CORRUPT_SUFFIX = ".corrupt"  # where a corrupt copy is moved: the partition's folder name plus this
 
 
@@ -153,8 +166,11 @@ class PartitionStore:
         self.fault_hook = fault_hook
         self._options = budget.options()
         self.closed = False
+        self._entries: rocksdict.Rdict | None = None  # the entries' column family, and its handle for writes
+        self._entries_handle: rocksdict.ColumnFamily | None = None
         self.db = self._open_verified()
         self.staged: dict[str, bytes | None] = {}  # None = delete
+        self.staged_entries: dict[str, bytes] = {}  # the schedule entries of staged profiles (absent: none)
 
     # -- the engine's view --------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
@@ -187,30 +203,103 @@ class PartitionStore:
             if value is not None:
                 yield key, value
 
+    def schedule_entries(self) -> Iterator[tuple[str, bytes]] | None:
+        """Every profile's key with its schedule entry (b"" where it has none), or None when the entries
+        cannot be vouched for: writes are staged, or a release without entries wrote to this copy (the
+        positions differ). Used when a partition is assigned, before anything is staged."""
+        if self.staged:
+            return None
+        try:
+            position, vouched = self.db.get(OFFSET_KEY), self._entries.get(ENTRIES_OFFSET_KEY)
+        except Exception as exc:
+            raise self._failure(exc) from exc
+        if position != vouched:
+            return None
+        return self._iterate_entries()
+
+    def _iterate_entries(self) -> Iterator[tuple[str, bytes]]:
+        iterator = self._entries.iter()
+        iterator.seek_to_first()
+        while iterator.valid():
+            raw_key = iterator.key()
+            if raw_key != ENTRIES_OFFSET_KEY:
+                yield raw_key.decode("utf-8", "surrogatepass"), iterator.value()
+            iterator.next()
+        error = _iteration_error(iterator)
+        del iterator
+        if error is not None:
+            raise self._failure(error) from error
+
+    def keep_schedule_entries(self, entries: dict[str, bytes], complete: bool) -> None:
+        """Store schedule entries a rebuild computed (local only: they are derived from the committed
+        profiles). `complete`: they are every profile's (the stored ones could not be vouched for), so
+        they replace the whole family and are vouched for from now on."""
+        if self.staged:
+            return  # computed from staged profiles: not the committed state
+        if complete:
+            self._entries_handle = self._entries = None
+            try:
+                self.db.drop_column_family(ENTRIES_FAMILY)
+                self._attach_entries(self.db)
+            except Exception as exc:
+                raise self._failure(exc) from exc
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, entry in entries.items():  # the handle is never held in a local (`apply_staged`)
+            batch.put(_key(key), entry, self._entries_handle)
+            if batch.len() >= ENTRIES_PER_WRITE:
+                self._write(batch)
+                batch = rocksdict.WriteBatch(raw_mode=True)
+        position = self.next_changelog_offset() if complete else None
+        if position is not None:  # last: entries written only in part are never vouched for
+            batch.put(ENTRIES_OFFSET_KEY, str(position).encode(), self._entries_handle)
+        if not batch.is_empty():
+            self._write(batch)
+
     # -- the driver's side ----------------------------------------------------------------------------
-    def stage(self, writes: dict[str, bytes | None]) -> None:
+    def stage(self, writes: dict[str, bytes | None], entries: dict[str, bytes] | None = None) -> None:
+        """Writes for the open transaction, with the schedule entries of the profiles written."""
         self.staged.update(writes)
+        staged_entries = self.staged_entries
+        for key in writes:
+            entry = entries.get(key) if entries is not None else None
+            if entry is None:
+                staged_entries.pop(key, None)
+            else:
+                staged_entries[key] = entry
 
     def discard_staged(self) -> None:
         self.staged = {}
+        self.staged_entries = {}
 
-    def changelog_records(self) -> Iterator[tuple[bytes, bytes | None]]:
+    def changelog_records(self) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
+        """(key, profile or None for a delete, its schedule entry or None) per staged write."""
+        entries = self.staged_entries
         for key, value in self.staged.items():
-            yield _key(key), value
+            yield _key(key), value, entries.get(key)
 
     def apply_staged(self, next_changelog_offset: int | None) -> None:
-        """After the commit: the staged writes and the changelog position, in one atomic write."""
+        """After the commit: the staged writes, their schedule entries and the changelog position, in one
+        atomic write."""
         batch = rocksdict.WriteBatch(raw_mode=True)
+        # the family's handle is never held in a local: a failed write's traceback keeps its frames, and a
+        # handle kept alive keeps the database open (and locked) after `close`
+        entries = self.staged_entries
         for key, value in self.staged.items():
+            raw_key = _key(key)
             if value is None:
-                batch.delete(_key(key))
+                batch.delete(raw_key)
+                batch.delete(raw_key, self._entries_handle)
             else:
-                batch.put(_key(key), value)
+                batch.put(raw_key, value)
+                batch.put(raw_key, entries.get(key, b""), self._entries_handle)
         if next_changelog_offset is not None:
-            batch.put(OFFSET_KEY, str(next_changelog_offset).encode())
+            position = str(next_changelog_offset).encode()
+            batch.put(OFFSET_KEY, position)
+            batch.put(ENTRIES_OFFSET_KEY, position, self._entries_handle)
         if not batch.is_empty():
             self._write(batch)
         self.staged = {}
+        self.staged_entries = {}
 
     def next_changelog_offset(self) -> int | None:
         try:
@@ -219,21 +308,26 @@ class PartitionStore:
             raise self._failure(exc) from exc
         return int(raw) if raw is not None else None
 
-    def write_restored(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
-        """Restore: a chunk of raw changelog records and the position after them, in one write."""
+    def write_restored(self, records: list[tuple[bytes, bytes | None, bytes | None]], next_offset: int) -> None:
+        """Restore: a chunk of raw changelog records (key, profile or None, the schedule entry from its
+        header or None) and the position after them, in one write."""
         batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, value in records:
+        for key, value, entry in records:  # the handle is never held in a local (`apply_staged`)
             if value is None:
                 batch.delete(key)
+                batch.delete(key, self._entries_handle)
             else:
                 batch.put(key, value)
-        batch.put(OFFSET_KEY, str(next_offset).encode())
+                batch.put(key, entry or b"", self._entries_handle)
+        position = str(next_offset).encode()
+        batch.put(OFFSET_KEY, position)
+        batch.put(ENTRIES_OFFSET_KEY, position, self._entries_handle)
         self._write(batch)
 
     def wipe(self) -> None:
         """Forget the local copy (it does not match the changelog any more); restore starts from zero.
         Only for that reason: a full or read-only disk or a corrupt copy never comes here."""
-        self.db.close()
+        self._close_db(self.db)
         rocksdict.Rdict.destroy(str(self.path))
         self.db = self._open()
 
@@ -244,7 +338,7 @@ class PartitionStore:
             return
         self.closed = True
         try:
-            self.db.close()
+            self._close_db(self.db)
         except Exception as exc:  # noqa: BLE001 - reported; the process is stopping or the copy is set aside
             log.warning("partition %d: closing the local store at %s: %s", self.partition, self.path, exc)
 
@@ -266,6 +360,7 @@ class PartitionStore:
             self._hook("local_open")
             self.path.mkdir(parents=True, exist_ok=True)
             db = rocksdict.Rdict(str(self.path), self._options)
+            self._attach_entries(db)
         except Exception as exc:
             if in_use(exc):
                 raise LocalStateInUse(self.path, self.partition, _one_line(exc)) from exc
@@ -275,6 +370,19 @@ class PartitionStore:
             raise LocalStateUnwritable(self.path, self.partition, full, str(exc)) from exc
         self.closed = False
         return db
+
+    def _attach_entries(self, db: rocksdict.Rdict) -> None:
+        """The schedule entries' column family (created when missing: a new copy, or one of a release
+        without entries, whose positions then differ)."""
+        if ENTRIES_FAMILY not in rocksdict.Rdict.list_cf(str(self.path), self._options):
+            db.create_column_family(ENTRIES_FAMILY, self._options)
+        self._entries = db.get_column_family(ENTRIES_FAMILY)
+        self._entries_handle = db.get_column_family_handle(ENTRIES_FAMILY)
+
+    def _close_db(self, db: rocksdict.Rdict) -> None:
+        """Close RocksDB: the column family's objects hold the database (and its lock) until dropped."""
+        self._entries = self._entries_handle = None
+        db.close()
 
     def _open_verified(self) -> rocksdict.Rdict:
         """Open the store and read every key once with checksums verified, bypassing the shared cache (about
@@ -292,12 +400,17 @@ class PartitionStore:
         read = rocksdict.ReadOptions()
         read.set_verify_checksums(True)
         read.fill_cache(False)
-        iterator = db.iter(read)
-        iterator.seek_to_first()
-        while iterator.valid():
-            iterator.next()
-        error = _iteration_error(iterator)
-        del iterator
+        error = None
+        for family in (db, self._entries):
+            iterator = family.iter(read)
+            iterator.seek_to_first()
+            while iterator.valid():
+                iterator.next()
+            error = _iteration_error(iterator)
+            del iterator
+            if error is not None:
+                break
+        family = None  # the family objects hold the database open
         if error is None:
             return db
         self._close_quietly(db)
@@ -326,7 +439,7 @@ class PartitionStore:
 
     def _close_quietly(self, db: rocksdict.Rdict) -> None:
         try:
-            db.close()
+            self._close_db(db)
         except Exception:  # noqa: BLE001 - a corrupt or failed store may refuse to close; it is set aside anyway
             pass
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from ..engine.schedule_entry import HEADER as ENTRY_HEADER
 from . import metrics
 from .call_deadline import CallDeadline
 from .patience import Patience, kafka_error, unreachable
@@ -77,7 +78,8 @@ class Transaction:
         self.abort(stores, str(error or exc))
         return TransactionAborted(str(error or exc))
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None, on_delivery: Any = None) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None, on_delivery: Any = None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
         try:
             self._begin()
         except KafkaException as exc:
@@ -87,6 +89,8 @@ class Transaction:
             kwargs["partition"] = partition
         if on_delivery is not None:
             kwargs["on_delivery"] = on_delivery
+        if headers is not None:
+            kwargs["headers"] = headers
         while True:
             try:
                 self.producer.produce(topic, value, key, **kwargs)
@@ -122,10 +126,11 @@ class Transaction:
         started = time.monotonic()
         self._changelog_ends = {}
         try:
-            for store in stores:  # 1. one changelog record per staged profile
+            for store in stores:  # 1. one changelog record per staged profile, its schedule entry in a header
                 last = len(store.staged) - 1
-                for n, (key, value) in enumerate(store.changelog_records()):
-                    self.send(store.changelog_topic, key, value, store.partition, self._changelog_end if n == last else None)
+                for n, (key, value, entry) in enumerate(store.changelog_records()):
+                    self.send(store.changelog_topic, key, value, store.partition, self._changelog_end if n == last else None,
+                              None if entry is None else [(ENTRY_HEADER, entry)])
             remaining = self._flush(self.timeout_s)
             if remaining:
                 raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} records not delivered in time", txn_requires_abort=True))

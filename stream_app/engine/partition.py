@@ -49,6 +49,7 @@ from ..timers import DueSchedule
 from ..timeutil import format_timestamp
 from ..transitions import Change, memberships_record, to_record
 from .hot_profiles import HotProfiles
+from .schedule_entry import decode_entry, encode_entry, fingerprint
 from .timeline import advance, erase, next_due, reevaluate, refresh, take_event
 
 CLOCK_KEY = "\x00partition-clock"
@@ -59,6 +60,11 @@ class ProfileStore(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def items(self) -> Iterable[tuple[str, bytes]]: ...
+
+    def schedule_entries(self) -> Iterable[tuple[str, bytes]] | None:
+        """Every profile's key with its stored schedule entry (b"" where none is stored), or None when
+        the store cannot vouch that the entries are complete and current (then every profile is read)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -75,6 +81,7 @@ class BatchResult:
     memberships: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # None = tombstone
     dead_letters: list[tuple[RawRecord, InvalidEvent]] = field(default_factory=list)
     writes: dict[str, bytes | None] = field(default_factory=dict)  # None = delete
+    entries: dict[str, bytes] = field(default_factory=dict)  # each written profile's schedule entry
     transition_times: list[int] = field(default_factory=list)  # each transition's `at`, epoch ms (metrics)
     counts: Counter = field(default_factory=Counter)  # "type:<t>", "duplicate", "late", "backfill", "dropped_dormant", "evicted:<structure>"
     clock: int = 0
@@ -174,6 +181,7 @@ class PartitionEngine:
         # with `undo` (the worker): what `rollback` needs to return to the last `checkpoint`
         self._rfm_undo: dict[str, tuple[int, int, float, str | None] | None] | None = {} if undo else None
         self._touched: set[str] = set()  # users whose hot profile changed since the checkpoint
+        self.computed_entries: dict[str, bytes] = {}  # schedule entries the last rebuild had to compute
         self._checkpoint: tuple[Any, ...] = self._scalars()
 
     # -- an aborted transaction --------------------------------------------------------------------
@@ -224,34 +232,46 @@ class PartitionEngine:
 
     # -- state ------------------------------------------------------------------------------------
     def rebuild_schedule(self) -> Counter:
-        """Derive the due schedule from the stored profiles (after assignment or restart), in one pass
-        over the store. Returns the population: users per (segment, member)."""
-        population: Counter = Counter()
+        """Derive the due schedule, the RFM index and the population from the store (after assignment or
+        restart), in one pass: from each profile's schedule entry where the store has a current one, else
+        from the profile itself. Returns the population: users per (segment, member). The entries this
+        computed (the store had none, or of other definitions) are left in `computed_entries`, for the
+        caller to store (`PartitionStore.put_schedule_entries`)."""
+        memberships: list[tuple[str, str]] = []
         dues: dict[str, int] = {}
         rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
-        cfg = self.cfg
-        for user_id, data in self.store.items():
-            if user_id == CLOCK_KEY:
-                continue
-            profile = decode_profile(data)
-            due = next_due(profile, cfg)
+        computed: dict[str, bytes] = {}
+        definitions = fingerprint(self.cfg)
+        entries = self.store.schedule_entries()
+        if entries is None:  # nothing to vouch for them: every profile is read
+            entries = ((user_id, b"") for user_id, _ in self.store.items())
+        for user_id, data in entries:
+            entry = decode_entry(data, definitions)
+            if entry is None:
+                if user_id == CLOCK_KEY:
+                    continue
+                stored = self.store.get(user_id)
+                if stored is None:
+                    continue
+                profile = decode_profile(stored)
+                due, rfm_value, members = next_due(profile, self.cfg), self._rfm_entry(profile), profile.members
+                computed[user_id] = encode_entry(definitions, due, rfm_value, members)
+            else:
+                due, rfm_value, members = entry
             if due is not None:
                 dues[user_id] = due
-            entry = self._rfm_entry(profile)
-            if entry is not None:
-                rfm_index[user_id] = entry
-            population.update(profile.members.items())
+            if rfm_value is not None:
+                rfm_index[user_id] = rfm_value
+            memberships.extend(members.items())
         self.schedule.load(dues)  # one heapify; no undo record of every user
         self.rfm_index = rfm_index
+        self.computed_entries = computed
         self.checkpoint()  # the store's state, committed
-        return population
+        return Counter(memberships)
 
     def _rfm_entry(self, profile: Profile) -> tuple[int, int, float, str | None] | None:
         value = rfm.values(profile, profile.t, self.cfg) if self.cfg.rfm_enabled else None
         return None if value is None else (*value, profile.members.get(rfm.FAMILY))
-
-    def _index_rfm(self, user_id: str, profile: Profile) -> None:
-        self._set_rfm(user_id, self._rfm_entry(profile))
 
     # -- RFM population ---------------------------------------------------------------------------
     def rfm_summary(self, reference: int | None = None) -> PartitionSummary:
@@ -468,9 +488,12 @@ class PartitionEngine:
         result.transitions = [to_record(c, wall_ms, historical_after, version, n in backfill, emitted)
                               for n, c in enumerate(batch.changes)]
         result.transition_times = [c.at for c in batch.changes]
+        definitions, dues = fingerprint(cfg), batch.dues
         for user_id, profile in batch.profiles.items():
             result.writes[user_id] = encode_profile(profile)
-            self._index_rfm(user_id, profile)
+            rfm_value = self._rfm_entry(profile)
+            self._set_rfm(user_id, rfm_value)
+            result.entries[user_id] = encode_entry(definitions, next_due(profile, cfg, dues[user_id]), rfm_value, profile.members)
             if profile.members != batch.members_before.get(user_id) or user_id in batch.recreated:
                 result.memberships[user_id] = memberships_record(user_id, profile.members, profile.t, cfg.version)
         for user_id in batch.deleted:

@@ -199,6 +199,9 @@ def _decode(raw: bytes, wall_ms: int, max_bytes: int, extra_properties: frozense
     user_id = doc.get("userId") or doc.get("anonymousId")
     if not isinstance(user_id, str) or not user_id:
         raise InvalidEvent(DeadLetterReason.MISSING_USER_ID, "neither userId nor anonymousId is a non-empty string")
+    if user_id[0] == "\x00":  # the engine's own keys (the partition clock) begin with NUL: never a user's
+        raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION,
+                           "the user id begins with a NUL character (\\u0000), which is reserved; send ids of printable text")
     problem = _schema_error(doc)
     if problem is not None:
         raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, problem)

@@ -27,17 +27,32 @@ CHUNK = 5000
 
 
 class InMemoryStore(dict):
-    """The replay and test implementation of the profile store."""
+    """The replay and test implementation of the profile store, with each profile's schedule entry
+    (`engine/schedule_entry.py`) beside it when the writer gives one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[str, bytes] = {}
 
     def get(self, key: str) -> bytes | None:  # type: ignore[override]
         return dict.get(self, key)
 
-    def write(self, writes: dict[str, bytes | None]) -> None:
+    def write(self, writes: dict[str, bytes | None], entries: dict[str, bytes] | None = None) -> None:
         for key, value in writes.items():
             if value is None:
                 self.pop(key, None)
+                self.entries.pop(key, None)
             else:
                 self[key] = value
+                entry = entries.get(key) if entries is not None else None
+                if entry is None:
+                    self.entries.pop(key, None)
+                else:
+                    self.entries[key] = entry
+
+    def schedule_entries(self) -> list[tuple[str, bytes]]:
+        entries = self.entries
+        return [(key, entries.get(key, b"")) for key in self]
 
 
 def _event_order(pair: tuple[RawRecord, Event | InvalidEvent]) -> tuple[int, str]:
@@ -72,7 +87,7 @@ def replay_records(
 
         bar = tqdm(total=len(decoded), unit="ev", desc="replay", file=sys.stderr, disable=len(decoded) < 20000)
     def collect(result: BatchResult) -> None:
-        store.write(result.writes)
+        store.write(result.writes, result.entries)
         transitions.extend(result.transitions)
         dead.extend({"reason": inv.reason.value, "detail": inv.detail, "line": rec.offset + 1} for rec, inv in result.dead_letters)
 

@@ -169,11 +169,18 @@ class SegmentationProcessor:
                                      hot_profiles=self.settings.hot_profiles, undo=True)
             started = time.monotonic()
             population: Counter = Counter()
+            store = self.stores[partition]
+            vouched = store.schedule_entries() is not None
             for (segment, member), count in engine.rebuild_schedule().items():
                 population[(metric_label(segment, self.cfg), metric_label(member, self.cfg))] += count
             self.population[partition] = population
             self._publish_population()
-            log.info("partition %d: schedule rebuilt for %d profiles in %.2f s", partition, len(engine.schedule), time.monotonic() - started)
+            computed = engine.computed_entries
+            log.info("partition %d: schedule rebuilt for %d profiles in %.2f s (%d of them without a current schedule "
+                     "entry)", partition, len(engine.schedule), time.monotonic() - started, len(computed))
+            if computed or not vouched:
+                store.keep_schedule_entries(computed, complete=not vouched)
+            engine.computed_entries = {}
             if engine.saved_definitions is not None and engine.saved_definitions != self.cfg.version:
                 # the definitions changed while this partition was not processed here: decide everyone again
                 log.info("partition %d: stored memberships were decided under other definitions; deciding again", partition)
@@ -207,8 +214,9 @@ class SegmentationProcessor:
                 "received_at": format_timestamp(wall_ms),
             }
             out.send(settings.dlq_topic, None, _json(letter))
-        self.stores[partition].stage(result.writes)
+        self.stores[partition].stage(result.writes, result.entries)
         result.writes = {}
+        result.entries = {}
         result.memberships = {}
         previous = self.last_step_wall.get(partition, wall_ms)
         self.last_step_wall[partition] = wall_ms
