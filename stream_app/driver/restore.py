@@ -78,7 +78,8 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
                         raise KafkaException(error)
                     log.warning("restoring partition %s: %s (retrying)", partition, error)
                     continue
-                chunks.setdefault(partition, []).append((message.key(), message.value(), schedule_entry(message)))
+                value = message.value()  # a tombstone has no entry: confluent-kafka's headers() costs about 4.5 us
+                chunks.setdefault(partition, []).append((message.key(), value, None if value is None else schedule_entry(message)))
                 positions[partition] = message.offset() + 1
             for partition, next_offset in positions.items():
                 by_partition[partition].write_restored(chunks.get(partition, []), next_offset)

@@ -136,7 +136,8 @@ class StandbyCopies:
                 else:
                     self._warn(partition, error.code(), "%s (the reader retries)", error)
                 continue
-            chunks.setdefault(partition, []).append((message.key(), message.value(), schedule_entry(message)))
+            value = message.value()  # a tombstone has no entry: confluent-kafka's headers() costs about 4.5 us
+            chunks.setdefault(partition, []).append((message.key(), value, None if value is None else schedule_entry(message)))
             positions[partition] = message.offset() + 1
         applied = 0
         for partition, next_offset in positions.items():
