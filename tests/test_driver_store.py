@@ -97,21 +97,60 @@ def test_restored_records_bring_their_entries_and_tombstones_take_them(tmp_path)
     store.close()
 
 
-def test_entries_written_beside_by_a_release_without_them_are_not_vouched_for(tmp_path):
+def _as_a_release_without_entries(path, writes: dict[bytes, bytes], position: int) -> None:
+    """Write to a closed store as a release without schedule entries does: profiles and the position."""
+    import rocksdict
+
+    options = StoreBudget(8 * MIB).options()
+    db = rocksdict.Rdict(str(path), options)  # it names no column family (rocksdict opens them all)
+    for key, value in writes.items():
+        db[key] = value
+    db[OFFSET_KEY] = str(position).encode()
+    db.close()
+
+
+def test_entries_beside_profiles_a_release_without_them_wrote_are_not_vouched_for_until_replaced(tmp_path):
     store = store_at(tmp_path / "p2")
     store.stage({"alice": b"1", "bob": b"2"}, {"alice": b"a1", "bob": b"b1"})
     store.apply_staged(5)
-    # a release without entries writes alice again, and moves only the profiles' position
-    store.db[b"alice"] = b"1 changed"
-    store.db[OFFSET_KEY] = b"6"
-    assert store.schedule_entries() is None
-    store.keep_schedule_entries({"alice": b"a2"}, complete=True)  # the rebuild computed every profile's
-    assert dict(store.schedule_entries()) == {"alice": b"a2"}  # bob's old entry went with the others
-    store.keep_schedule_entries({"bob": b"b2"}, complete=False)
-    assert dict(store.schedule_entries()) == {"alice": b"a2", "bob": b"b2"}
     store.close()
+    _as_a_release_without_entries(tmp_path / "p2", {b"alice": b"1 changed", b"carol": b"3"}, 6)
     reopened = store_at(tmp_path / "p2")
-    assert dict(reopened.schedule_entries()) == {"alice": b"a2", "bob": b"b2"}
+    assert reopened.schedule_entries() is None
+    # a changelog tail restored, and a commit, before the rebuild: still not vouched for (carol has no
+    # entry, alice a stale one)
+    reopened.write_restored([(b"dave", b"4", b"d1")], 8)
+    reopened.stage({"erin": b"5"}, {"erin": b"e1"})
+    reopened.apply_staged(9)
+    assert reopened.schedule_entries() is None
+    reopened.close()
+    again = store_at(tmp_path / "p2")  # the positions stayed apart: not vouched for after a restart either
+    assert again.schedule_entries() is None
+    everyone = {"alice": b"a2", "bob": b"b2", "carol": b"c2", "dave": b"d2", "erin": b"e2"}
+    again.keep_schedule_entries(everyone, complete=True)  # the rebuild computed every profile's
+    assert dict(again.schedule_entries()) == everyone
+    again.stage({"bob": None}, {})
+    again.apply_staged(10)
+    again.close()
+    last = store_at(tmp_path / "p2")
+    assert dict(last.schedule_entries()) == {k: v for k, v in everyone.items() if k != "bob"}
+    last.keep_schedule_entries({"alice": b"a3"}, complete=False)
+    assert dict(last.schedule_entries())["alice"] == b"a3"
+    last.close()
+
+
+def test_a_reopened_store_reads_through_the_shared_block_cache(tmp_path):
+    budget = StoreBudget(64 * MIB)
+    store = PartitionStore(tmp_path / "p0", budget, "app-profiles-changelog", 0)
+    store.write_restored([(f"user-{n:06d}".encode(), bytes(300), b"e" * 80) for n in range(20_000)], 20_000)
+    store.db.flush()
+    store.close()
+    budget = StoreBudget(64 * MIB)
+    reopened = PartitionStore(tmp_path / "p0", budget, "app-profiles-changelog", 0)
+    before = budget.usage()["cache"]
+    assert sum(1 for n in range(0, 20_000, 7) if reopened.get(f"user-{n:06d}") is not None) == len(range(0, 20_000, 7))
+    assert len(list(reopened.schedule_entries())) == 20_000
+    assert budget.usage()["cache"] > before + 2 * MIB, (before, budget.usage())  # the blocks read are in it
     reopened.close()
 
 

@@ -92,3 +92,20 @@ def test_a_missing_or_damaged_entry_is_computed_and_the_population_ignores_the_r
     assert set(rebuilt_engine.computed_entries) == {"a", "b", "c"}
     assert decode_entry(rebuilt_engine.computed_entries["b"], fingerprint(CFG)) is not None
     assert decode_entry(b"", fingerprint(CFG)) is None
+
+
+def test_the_fingerprint_names_the_code_too_so_another_release_computes_every_entry_again(monkeypatch):
+    from pathlib import Path
+
+    from stream_app.engine import schedule_entry
+
+    assert schedule_entry._code_digest() == schedule_entry.CODE_DIGEST  # deterministic
+    rules = Path(schedule_entry.__file__).resolve().parent.parent / "segments" / "lifecycle.py"
+    read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda path: read(path) + (b"# changed" if path == rules else b""))
+    changed = schedule_entry._code_digest()
+    assert changed != schedule_entry.CODE_DIGEST  # a rule's code changed: another digest
+    before = fingerprint(CFG)
+    monkeypatch.setattr(schedule_entry, "CODE_DIGEST", changed)
+    monkeypatch.setattr(schedule_entry, "_LAST", [None, b""])
+    assert fingerprint(CFG) != before

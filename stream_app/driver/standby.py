@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from . import metrics
-from .restore import fitted_position, schedule_entry
+from .restore import changelog_record, fitted_position
 from .store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,7 @@ class StandbyCopies:
                 else:
                     self._warn(partition, error.code(), "%s (the reader retries)", error)
                 continue
-            value = message.value()  # a tombstone has no entry: confluent-kafka's headers() costs about 4.5 us
-            chunks.setdefault(partition, []).append((message.key(), value, None if value is None else schedule_entry(message)))
+            chunks.setdefault(partition, []).append(changelog_record(message))
             positions[partition] = message.offset() + 1
         applied = 0
         for partition, next_offset in positions.items():

@@ -10,11 +10,13 @@ the staged writes are dropped (`discard_staged`).
 Beside each profile the store keeps its schedule entry (engine/schedule_entry.py: what a rebuild of
 the partition's due schedule needs of it), in a column family of its own, written in the same
 `WriteBatch` as the profile, and carried in the changelog record's header so that a restore or a standby
-copy has it too. The entries are vouched for only while they are complete: every write of this code
-puts or deletes a profile's entry with it, and stores the changelog position in the entries' family as
-well; a write by a release without entries moves the position alone, so the two positions differ and
-`schedule_entries` says the entries cannot be used (every profile is read, and the entries are written
-again, `keep_schedule_entries`).
+copy has it too. The entries are vouched for (`entries_vouched`) only while they are complete: a
+store is vouched for when it opens with the same changelog position in both families; while it is,
+every write of this code puts or deletes each profile's entry with the profile and moves both
+positions. A write by a release without entries moves the profiles' position alone, and a store that
+is not vouched for moves it alone too, so the two stay apart until a rebuild has read every profile
+and replaced the whole family (`keep_schedule_entries(complete=True)`); meanwhile `schedule_entries`
+says the entries cannot be used.
 
 All instances share one memory budget (`StoreBudget`): one LRU block cache, with every memtable charged
 to it by one write-buffer manager, so RocksDB's memory is bounded by a single figure however many
@@ -62,10 +64,12 @@ class StoreBudget:
         # small memtables: each partition's flush at 1/32 of the budget, so the memtables reach their
         # working size in the first minutes instead of creeping up for an hour
         self.write_buffer_size = max(1 * MIB, min(8 * MIB, budget_bytes // 32))
+        self.entries_write_buffer_size = self.write_buffer_size // 4
 
     def options(self) -> rocksdict.Options:
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
+        options.create_missing_column_families(True)  # the schedule entries' family, in a store from before it
         # paranoid_checks stays at RocksDB's default (on, per the OPTIONS file); rocksdict's explicit
         # set_paranoid_checks(True) made a write on a full disk block for good (measured on a full tmpfs,
         # rocksdict 0.3.29) instead of failing. A corrupt file fails the open, and a corrupt block is found
@@ -82,6 +86,14 @@ class StoreBudget:
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         options.set_block_based_table_factory(table)
+        return options
+
+    def entries_options(self) -> rocksdict.Options:
+        """The schedule entries' family: as the profiles', with memtables a quarter of their size (an
+        entry is about a third of a profile), so that the second family adds little to the memtables'
+        slack above the budget's flush point."""
+        options = self.options()
+        options.set_write_buffer_size(self.entries_write_buffer_size)
         return options
 
     def usage(self) -> dict[str, int]:
@@ -165,9 +177,14 @@ class PartitionStore:
         self.partition = partition
         self.fault_hook = fault_hook
         self._options = budget.options()
+        self._entries_options = budget.entries_options()
         self.closed = False
-        self._entries: rocksdict.Rdict | None = None  # the entries' column family, and its handle for writes
-        self._entries_handle: rocksdict.ColumnFamily | None = None
+        # the entries' column family: its view (reads) and its handle (writes). Both hold the database
+        # open (and its LOCK) until dropped, so they are never kept in a local variable that a traceback
+        # could keep alive: use `_entries_family()` and `_entries_handle()`
+        self._entries_view: rocksdict.Rdict | None = None
+        self._entries_cf: rocksdict.ColumnFamily | None = None
+        self.entries_vouched = False
         self.db = self._open_verified()
         self.staged: dict[str, bytes | None] = {}  # None = delete
         self.staged_entries: dict[str, bytes] = {}  # the schedule entries of staged profiles (absent: none)
@@ -205,20 +222,14 @@ class PartitionStore:
 
     def schedule_entries(self) -> Iterator[tuple[str, bytes]] | None:
         """Every profile's key with its schedule entry (b"" where it has none), or None when the entries
-        cannot be vouched for: writes are staged, or a release without entries wrote to this copy (the
-        positions differ). Used when a partition is assigned, before anything is staged."""
-        if self.staged:
-            return None
-        try:
-            position, vouched = self.db.get(OFFSET_KEY), self._entries.get(ENTRIES_OFFSET_KEY)
-        except Exception as exc:
-            raise self._failure(exc) from exc
-        if position != vouched:
+        cannot be vouched for (`entries_vouched`), or writes are staged. Used when a partition is
+        assigned, before anything is staged."""
+        if self.staged or not self.entries_vouched:
             return None
         return self._iterate_entries()
 
     def _iterate_entries(self) -> Iterator[tuple[str, bytes]]:
-        iterator = self._entries.iter()
+        iterator = self._entries_family().iter()
         iterator.seek_to_first()
         while iterator.valid():
             raw_key = iterator.key()
@@ -237,23 +248,27 @@ class PartitionStore:
         if self.staged:
             return  # computed from staged profiles: not the committed state
         if complete:
-            self._entries_handle = self._entries = None
+            self.entries_vouched = False
+            self._entries_view = self._entries_cf = None
             try:
                 self.db.drop_column_family(ENTRIES_FAMILY)
+                self.db.create_column_family(ENTRIES_FAMILY, self._entries_options)
                 self._attach_entries(self.db)
             except Exception as exc:
                 raise self._failure(exc) from exc
         batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, entry in entries.items():  # the handle is never held in a local (`apply_staged`)
-            batch.put(_key(key), entry, self._entries_handle)
+        for key, entry in entries.items():
+            batch.put(_key(key), entry, self._entries_handle())
             if batch.len() >= ENTRIES_PER_WRITE:
                 self._write(batch)
                 batch = rocksdict.WriteBatch(raw_mode=True)
         position = self.next_changelog_offset() if complete else None
         if position is not None:  # last: entries written only in part are never vouched for
-            batch.put(ENTRIES_OFFSET_KEY, str(position).encode(), self._entries_handle)
+            batch.put(ENTRIES_OFFSET_KEY, str(position).encode(), self._entries_handle())
         if not batch.is_empty():
             self._write(batch)
+        if complete:
+            self.entries_vouched = True
 
     # -- the driver's side ----------------------------------------------------------------------------
     def stage(self, writes: dict[str, bytes | None], entries: dict[str, bytes] | None = None) -> None:
@@ -281,21 +296,11 @@ class PartitionStore:
         """After the commit: the staged writes, their schedule entries and the changelog position, in one
         atomic write."""
         batch = rocksdict.WriteBatch(raw_mode=True)
-        # the family's handle is never held in a local: a failed write's traceback keeps its frames, and a
-        # handle kept alive keeps the database open (and locked) after `close`
         entries = self.staged_entries
         for key, value in self.staged.items():
-            raw_key = _key(key)
-            if value is None:
-                batch.delete(raw_key)
-                batch.delete(raw_key, self._entries_handle)
-            else:
-                batch.put(raw_key, value)
-                batch.put(raw_key, entries.get(key, b""), self._entries_handle)
+            self._add_profile(batch, _key(key), value, entries.get(key))
         if next_changelog_offset is not None:
-            position = str(next_changelog_offset).encode()
-            batch.put(OFFSET_KEY, position)
-            batch.put(ENTRIES_OFFSET_KEY, position, self._entries_handle)
+            self._add_position(batch, next_changelog_offset)
         if not batch.is_empty():
             self._write(batch)
         self.staged = {}
@@ -312,17 +317,27 @@ class PartitionStore:
         """Restore: a chunk of raw changelog records (key, profile or None, the schedule entry from its
         header or None) and the position after them, in one write."""
         batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, value, entry in records:  # the handle is never held in a local (`apply_staged`)
-            if value is None:
-                batch.delete(key)
-                batch.delete(key, self._entries_handle)
-            else:
-                batch.put(key, value)
-                batch.put(key, entry or b"", self._entries_handle)
+        for key, value, entry in records:
+            self._add_profile(batch, key, value, entry)
+        self._add_position(batch, next_offset)
+        self._write(batch)
+
+    def _add_profile(self, batch: rocksdict.WriteBatch, key: bytes, value: bytes | None, entry: bytes | None) -> None:
+        """A profile's write or delete, and its schedule entry's (b"" for a profile without one: never an
+        older entry left beside a newer profile)."""
+        if value is None:
+            batch.delete(key)
+            batch.delete(key, self._entries_handle())
+        else:
+            batch.put(key, value)
+            batch.put(key, entry or b"", self._entries_handle())
+
+    def _add_position(self, batch: rocksdict.WriteBatch, next_offset: int) -> None:
+        """The changelog position; in the entries' family too while they are vouched for."""
         position = str(next_offset).encode()
         batch.put(OFFSET_KEY, position)
-        batch.put(ENTRIES_OFFSET_KEY, position, self._entries_handle)
-        self._write(batch)
+        if self.entries_vouched:
+            batch.put(ENTRIES_OFFSET_KEY, position, self._entries_handle())
 
     def wipe(self) -> None:
         """Forget the local copy (it does not match the changelog any more); restore starts from zero.
@@ -359,8 +374,9 @@ class PartitionStore:
         try:
             self._hook("local_open")
             self.path.mkdir(parents=True, exist_ok=True)
-            db = rocksdict.Rdict(str(self.path), self._options)
-            self._attach_entries(db)
+            # every family named with the budget's options: without `column_families`, rocksdict opens an
+            # existing store with the options of its OPTIONS file, whose block cache is not the shared one
+            db = rocksdict.Rdict(str(self.path), self._options, column_families={ENTRIES_FAMILY: self._entries_options})
         except Exception as exc:
             if in_use(exc):
                 raise LocalStateInUse(self.path, self.partition, _one_line(exc)) from exc
@@ -368,20 +384,36 @@ class PartitionStore:
             if full is None:
                 raise
             raise LocalStateUnwritable(self.path, self.partition, full, str(exc)) from exc
+        try:
+            self._attach_entries(db)
+            self.entries_vouched = db.get(OFFSET_KEY) == self._entries_family().get(ENTRIES_OFFSET_KEY)
+        except Exception:
+            self._close_quietly(db)
+            raise
         self.closed = False
         return db
 
     def _attach_entries(self, db: rocksdict.Rdict) -> None:
-        """The schedule entries' column family (created when missing: a new copy, or one of a release
-        without entries, whose positions then differ)."""
-        if ENTRIES_FAMILY not in rocksdict.Rdict.list_cf(str(self.path), self._options):
-            db.create_column_family(ENTRIES_FAMILY, self._options)
-        self._entries = db.get_column_family(ENTRIES_FAMILY)
-        self._entries_handle = db.get_column_family_handle(ENTRIES_FAMILY)
+        """The schedule entries' column family (created at the open when missing: a new copy, or one
+        written by a release without entries, whose positions then differ)."""
+        self._entries_view = db.get_column_family(ENTRIES_FAMILY)
+        self._entries_cf = db.get_column_family_handle(ENTRIES_FAMILY)
+
+    def _entries_family(self) -> rocksdict.Rdict:
+        if self._entries_view is None:
+            raise RuntimeError(f"partition {self.partition}: the schedule entries' column family is not open")
+        return self._entries_view
+
+    def _entries_handle(self) -> rocksdict.ColumnFamily:
+        """For a `WriteBatch`; never None (a None handle would write to the profiles' family)."""
+        if self._entries_cf is None:
+            raise RuntimeError(f"partition {self.partition}: the schedule entries' column family is not open")
+        return self._entries_cf
 
     def _close_db(self, db: rocksdict.Rdict) -> None:
         """Close RocksDB: the column family's objects hold the database (and its lock) until dropped."""
-        self._entries = self._entries_handle = None
+        self._entries_view = self._entries_cf = None
+        self.entries_vouched = False
         db.close()
 
     def _open_verified(self) -> rocksdict.Rdict:
@@ -401,7 +433,7 @@ class PartitionStore:
         read.set_verify_checksums(True)
         read.fill_cache(False)
         error = None
-        for family in (db, self._entries):
+        for family in (db, self._entries_family()):
             iterator = family.iter(read)
             iterator.seek_to_first()
             while iterator.valid():

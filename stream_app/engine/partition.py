@@ -182,6 +182,7 @@ class PartitionEngine:
         self._rfm_undo: dict[str, tuple[int, int, float, str | None] | None] | None = {} if undo else None
         self._touched: set[str] = set()  # users whose hot profile changed since the checkpoint
         self.computed_entries: dict[str, bytes] = {}  # schedule entries the last rebuild had to compute
+        self.rebuilt_profiles = 0  # profiles the last rebuild read
         self._checkpoint: tuple[Any, ...] = self._scalars()
 
     # -- an aborted transaction --------------------------------------------------------------------
@@ -233,24 +234,25 @@ class PartitionEngine:
     # -- state ------------------------------------------------------------------------------------
     def rebuild_schedule(self) -> Counter:
         """Derive the due schedule, the RFM index and the population from the store (after assignment or
-        restart), in one pass: from each profile's schedule entry where the store has a current one, else
-        from the profile itself. Returns the population: users per (segment, member). The entries this
-        computed (the store had none, or of other definitions) are left in `computed_entries`, for the
-        caller to store (`PartitionStore.put_schedule_entries`)."""
+        restart), in one pass: from each profile's schedule entry where the store vouches for its entries
+        and the entry is current, else from the profile itself. Returns the population: users per
+        (segment, member). Sets `rebuilt_profiles` (how many profiles were read), and `computed_entries`:
+        the entries this had to compute, for the caller to store (`PartitionStore.keep_schedule_entries`;
+        all of them when the store could not vouch for its entries)."""
         memberships: list[tuple[str, str]] = []
         dues: dict[str, int] = {}
         rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
         computed: dict[str, bytes] = {}
         definitions = fingerprint(self.cfg)
-        entries = self.store.schedule_entries()
-        if entries is None:  # nothing to vouch for them: every profile is read
-            entries = ((user_id, b"") for user_id, _ in self.store.items())
-        for user_id, data in entries:
-            entry = decode_entry(data, definitions)
+        store = self.store
+        entries = store.schedule_entries()
+        profiles = 0
+        for user_id, data in entries if entries is not None else store.items():
+            if user_id == CLOCK_KEY:
+                continue
+            entry = decode_entry(data, definitions) if entries is not None else None
             if entry is None:
-                if user_id == CLOCK_KEY:
-                    continue
-                stored = self.store.get(user_id)
+                stored = store.get(user_id) if entries is not None else data  # else `data` is the profile
                 if stored is None:
                     continue
                 profile = decode_profile(stored)
@@ -258,6 +260,7 @@ class PartitionEngine:
                 computed[user_id] = encode_entry(definitions, due, rfm_value, members)
             else:
                 due, rfm_value, members = entry
+            profiles += 1
             if due is not None:
                 dues[user_id] = due
             if rfm_value is not None:
@@ -265,6 +268,7 @@ class PartitionEngine:
             memberships.extend(members.items())
         self.schedule.load(dues)  # one heapify; no undo record of every user
         self.rfm_index = rfm_index
+        self.rebuilt_profiles = profiles
         self.computed_entries = computed
         self.checkpoint()  # the store's state, committed
         return Counter(memberships)

@@ -8,8 +8,9 @@ small fraction of that. The engine writes one entry with each profile it writes 
     [ENTRY_VERSION, fingerprint, due, rfm, members]
 
 - `fingerprint`: the definitions the entry was computed under (every field of `CatalogConfig` but the
-  RFM population, which neither a due time nor the RFM values read). An entry of other definitions is
-  not used: that profile is decoded and computed, as before.
+  RFM population, which neither a due time nor the RFM values read), and the code that computed it (a
+  digest of the rule, state and scoring modules' source). An entry of other definitions or of another
+  release is not used: that profile is decoded and computed, as before.
 - `due`: the user's next due time (`timeline.next_due`), or None.
 - `rfm`: `(last order, F, M, RFM member)` for the RFM index, or None.
 - `members`: the user's memberships, for the population gauges.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -36,21 +38,36 @@ HEADER = "schedule-entry"  # the changelog record header that carries a profile'
 # fields of CatalogConfig a due time or RFM values never read: the population (scores, not windows);
 # `model` and `custom` are named by `version` (a model's version, the definitions file's digest)
 _NOT_FINGERPRINTED = frozenset({"rfm_population", "model", "custom"})
-_FINGERPRINTS: dict[int, tuple[CatalogConfig, bytes]] = {}
+_FINGERPRINTED = tuple(f.name for f in fields(CatalogConfig) if f.name not in _NOT_FINGERPRINTED)
+# the code that computes what an entry holds: the rules, the profile and its encoding, the timeline and
+# the predictive scoring. Another release (or any edit of these files) computes every entry once again
+_CODE = ("segments", "state", "predict", "engine/timeline.py", "engine/schedule_entry.py")
+Rfm = tuple[int, int, float, "str | None"]  # (last order, F, M, RFM member)
+_LAST: list[Any] = [None, b""]  # the last definitions asked for and their fingerprint (one: no population kept)
 
-Rfm = tuple[int, int, float, "str | None"]
+
+def _code_digest() -> bytes:
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.blake2b(digest_size=8)
+    for name in _CODE:
+        for path in sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name]:
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.digest()
+
+
+CODE_DIGEST = _code_digest()
 
 
 def fingerprint(cfg: CatalogConfig) -> bytes:
-    """8 bytes naming the definitions a due time and RFM values were computed under."""
-    known = _FINGERPRINTS.get(id(cfg))
-    if known is not None and known[0] is cfg:
-        return known[1]
-    text = repr([(f.name, getattr(cfg, f.name)) for f in fields(cfg) if f.name not in _NOT_FINGERPRINTED])
-    value = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    if len(_FINGERPRINTS) >= 64:
-        _FINGERPRINTS.clear()
-    _FINGERPRINTS[id(cfg)] = (cfg, value)  # holds cfg, so its id is not reused while cached
+    """8 bytes naming what a due time and RFM values were computed under: the definitions (every field
+    but the population) and the code that computes them (`CODE_DIGEST`)."""
+    last = _LAST[0]
+    if last is cfg or (last is not None and all(getattr(last, name) is getattr(cfg, name) for name in _FINGERPRINTED)):
+        return _LAST[1]
+    text = repr([(name, getattr(cfg, name)) for name in _FINGERPRINTED])
+    value = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=CODE_DIGEST).digest()
+    _LAST[:] = [cfg, value]
     return value
 
 

@@ -170,14 +170,14 @@ class SegmentationProcessor:
             started = time.monotonic()
             population: Counter = Counter()
             store = self.stores[partition]
-            vouched = store.schedule_entries() is not None
+            vouched = store.entries_vouched
             for (segment, member), count in engine.rebuild_schedule().items():
                 population[(metric_label(segment, self.cfg), metric_label(member, self.cfg))] += count
             self.population[partition] = population
             self._publish_population()
             computed = engine.computed_entries
             log.info("partition %d: schedule rebuilt for %d profiles in %.2f s (%d of them without a current schedule "
-                     "entry)", partition, len(engine.schedule), time.monotonic() - started, len(computed))
+                     "entry)", partition, engine.rebuilt_profiles, time.monotonic() - started, len(computed))
             if computed or not vouched:
                 store.keep_schedule_entries(computed, complete=not vouched)
             engine.computed_entries = {}
