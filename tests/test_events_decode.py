@@ -70,6 +70,20 @@ def test_invalid_messages_name_their_reason(raw, reason):
     assert reason_of(raw) == reason
 
 
+@pytest.mark.parametrize("timestamp, says", [
+    (-5, "-5 is less than the minimum of 0"),
+    ("2026", "'2026' is too short"),
+    (True, "True is not of type 'string', 'integer'"),
+    (12.5, "12.5 is not of type 'string', 'integer'"),
+])
+def test_a_malformed_timestamp_is_explained(timestamp, says):
+    """The sender learns what is wrong with the timestamp, not only that no alternative matched."""
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(json.dumps(body(timestamp=timestamp)).encode(), NOW)
+    assert info.value.reason == DeadLetterReason.SCHEMA_VIOLATION
+    assert info.value.detail == f"at timestamp: {says}"
+
+
 def test_a_user_id_that_would_be_the_engines_own_key_is_a_dead_letter():
     from stream_app.engine import PartitionEngine, RawRecord
     from stream_app.engine.partition import CLOCK_KEY

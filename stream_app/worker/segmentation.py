@@ -34,8 +34,12 @@ from .population_exchange import PopulationExchange
 log = logging.getLogger(__name__)
 
 
+# one encoder for every record: `json.dumps` with options builds a new encoder per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def _key(user_id: str) -> bytes:
