@@ -484,9 +484,12 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
 
 
-def scaling(bench_factory: Any, sizes: tuple[int, ...], active: int, seed: int, out: Path) -> list[dict[str, Any]]:
-    """Our throughput on the same demo-mix workload (``active`` users' events) after ``tracked`` users are
-    already in state (one event each, preloaded, outside the measured window)."""
+def scaling(bench_factory: Any, sizes: tuple[int, ...], active: int, seed: int, out: Path,
+            rounds: int = 1) -> list[dict[str, Any]]:
+    """Our throughput on the same demo-mix workload (``active`` users' events over ``rounds`` consecutive
+    10-day periods, each period its own seed) after ``tracked`` users are already in state (one event
+    each, preloaded, outside the measured window). More rounds make a longer measured window with the
+    same users, so that the window can last a minute without more active users than tracked ones."""
     results = []
     now = int(time.time() * 1000)
     for tracked in sizes:
@@ -494,7 +497,8 @@ def scaling(bench_factory: Any, sizes: tuple[int, ...], active: int, seed: int, 
         bench.work.mkdir(parents=True, exist_ok=True)  # its own state directory per point
         create_topics(bench.bootstrap, [bench.input_topic])
         preload_at = now - 100 * DAY_MS
-        events = generate(seed, active, now - 90 * DAY_MS, 10 * DAY_MS)
+        events = [(period, event) for period in range(rounds)
+                  for event in generate(seed + period, active, now - (90 - 10 * period) * DAY_MS, 10 * DAY_MS)]
         stride = max(1, tracked // active)
         prod = producer(bench.bootstrap, **{"linger.ms": 50})
         for n in range(tracked):
@@ -509,10 +513,11 @@ def scaling(bench_factory: Any, sizes: tuple[int, ...], active: int, seed: int, 
                     prod.poll(0.1)
         prod.flush(120)
         preload_total = tracked
-        for event in events:
+        for period, event in events:
             wire = as_wire(event)
             index = int(wire["userId"].split("-")[1]) * stride
             wire["userId"] = f"user-{index:07d}"
+            wire["messageId"] = f"p{period}-{wire['messageId']}"  # each period's ids its own (no duplicates)
             while True:
                 try:
                     prod.produce(bench.input_topic, key=wire["userId"].encode(), value=msgpack.packb(wire))
@@ -576,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--scaling", action="store_true", help="also our throughput at 3 tracked-user counts, with a PNG")
     parser.add_argument("--scaling-active", type=int, help="users whose demo-mix events are measured at each scaling point")
+    parser.add_argument("--scaling-rounds", type=int, default=1,
+                        help="consecutive 10-day periods of the active users' events measured at each scaling point "
+                             "(a longer window with the same users)")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (state, logs)")
     args = parser.parse_args(argv)
@@ -633,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.scaling:
             log("--- scaling")
             result["scaling"] = scaling(lambda name: Bench(bootstrap, work / name, f"bench-{name}-{tag}", f"{name}-{tag}"),
-                                        preset["scaling"], args.scaling_active or preset["scaling_active"], args.seed, args.out)
+                                        preset["scaling"], args.scaling_active or preset["scaling_active"], args.seed, args.out,
+                                        args.scaling_rounds)
         (args.out / f"{args.preset}.json").write_text(json.dumps(result, indent=2, default=str))
         log(f"results in {args.out / (args.preset + '.json')}")
         if not agree:

@@ -40,14 +40,18 @@ STATE_EVICTIONS = Counter("stream_app_state_evictions_total",
                           "Entries dropped because a per-user structure reached its bound (docs/segments.md)", ["structure"])
 
 
-def observe_transition(segment: str, before: str | None, after: str | None) -> None:
-    """A transition, with segment and members already mapped to metric labels (`usage.metric_label`)."""
-    direction = "enter" if before is None else "exit" if after is None else "move"
-    TRANSITIONS.labels(segment, direction).inc()
-    if before is not None:
-        POPULATION.labels(segment, before).dec()
-    if after is not None:
-        POPULATION.labels(segment, after).inc()
+def direction(before: str | None, after: str | None) -> str:
+    return "enter" if before is None else "exit" if after is None else "move"
+
+
+def observe_transitions(moves: dict[tuple[str, str], int], population: dict[tuple[str, str], int]) -> None:
+    """A batch's transitions, counted per (segment, direction) and their net effect per (segment, member),
+    labels already mapped (`usage.metric_label`): one labelled update per series, not per transition."""
+    for (segment, way), count in moves.items():
+        TRANSITIONS.labels(segment, way).inc(count)
+    for (segment, member), change in population.items():
+        if change:
+            POPULATION.labels(segment, member).inc(change)
 CLOCK_TICKS = Counter("stream_app_clock_ticks_total", "Wall-clock punctuations: idle partitions' clocks follow the wall clock, due timers fire")
 TIMER_LATENESS = Histogram(
     "stream_app_timer_lateness_seconds",

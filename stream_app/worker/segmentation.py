@@ -249,13 +249,17 @@ class SegmentationProcessor:
         for key, value in counts.items():
             if key.startswith("evicted:"):
                 metrics.STATE_EVICTIONS.labels(key[8:]).inc(value)
+        moves: Counter = Counter()
+        changed: Counter = Counter()
+        cfg = self.cfg
         for record, at in zip(result.transitions, result.transition_times):
-            segment, before, after = (metric_label(record[k], self.cfg) for k in ("segment", "from", "to"))
-            metrics.observe_transition(segment, before, after)  # type: ignore[arg-type]
+            segment = metric_label(record["segment"], cfg)
+            before, after = metric_label(record["from"], cfg), metric_label(record["to"], cfg)
+            moves[(segment, metrics.direction(before, after))] += 1
             if before is not None:
-                population[(segment, before)] -= 1
+                changed[(segment, before)] -= 1
             if after is not None:
-                population[(segment, after)] += 1
+                changed[(segment, after)] += 1
             if record["historical"]:
                 continue  # the latency histograms measure live decisions, not history
             metrics.EMIT_LATENCY.observe(max(0.0, (committed_wall - at) / 1000))
@@ -264,6 +268,9 @@ class SegmentationProcessor:
                 # partition), but not before this partition's previous step (else that step fired it)
                 passed = min(step_wall, max(at + allowance, previous_step_wall))
                 metrics.TIMER_LATENESS.observe(max(0.0, (committed_wall - passed) / 1000))
+        if moves:
+            metrics.observe_transitions(moves, changed)
+            population.update(changed)
 
     def _publish_population(self) -> None:
         total: Counter = Counter()
