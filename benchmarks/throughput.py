@@ -2,7 +2,7 @@
 Quix Streams, on the real local broker, in one run (issue #3).
 
     .venv/bin/python benchmarks/throughput.py --preset smoke|small|default|large [--systems a,b,c,d,d2,b2,dx2,d2x2]
-                                              [--scaling] [--out DIR]
+                                              [--scaling [--scaling-rounds R]] [--out DIR]
     (also: stream-app bench ...)
 
 1. A seeded backfill from the demo generator (its persona mix) is produced once, as msgpack, to one
@@ -489,7 +489,9 @@ def scaling(bench_factory: Any, sizes: tuple[int, ...], active: int, seed: int, 
     """Our throughput on the same demo-mix workload (``active`` users' events over ``rounds`` consecutive
     10-day periods, each period its own seed) after ``tracked`` users are already in state (one event
     each, preloaded, outside the measured window). More rounds make a longer measured window with the
-    same users, so that the window can last a minute without more active users than tracked ones."""
+    same users, so that the window can last a minute without more active users than tracked ones. A
+    session begun at a period's end runs on for up to about 20 minutes into the next period, so a few
+    users' events arrive out of order at the boundaries (counted as late, applied all the same)."""
     results = []
     now = int(time.time() * 1000)
     for tracked in sizes:
@@ -581,9 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--scaling", action="store_true", help="also our throughput at 3 tracked-user counts, with a PNG")
     parser.add_argument("--scaling-active", type=int, help="users whose demo-mix events are measured at each scaling point")
-    parser.add_argument("--scaling-rounds", type=int, default=1,
+    parser.add_argument("--scaling-rounds", type=int, default=1, choices=range(1, 10), metavar="1..9",
                         help="consecutive 10-day periods of the active users' events measured at each scaling point "
-                             "(a longer window with the same users)")
+                             "(a longer window with the same users; the periods run from 90 days ago, so at most 9)")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (state, logs)")
     args = parser.parse_args(argv)

@@ -18,6 +18,14 @@ The rule is the catalog's "Order and the clock" and "History is decided in its o
 Both clocks are stored with the partition's state. A replay has no wall clock and no backfill;
 `advance_to` moves its clock at the end.
 
+A worker's engine fires the timers of at most `timers_per_step` users per call (`tick`, `advance_to`,
+`handle`): a backfill drained, or a clock that jumps after a pause, can make every user of the
+partition due at once, and one call firing them all would hold one transaction open for longer than
+its timeout (the coordinator then aborts it and fences the process). The others stay due and fire at
+the next calls, each user's own timers in order at their own due times, so the transitions are the
+same; only their `emitted_at` is later. A user's event or RFM refresh fires that user's due timers
+first in any case. A replay fires everything (no bound).
+
 Hot profiles stay decoded across batches (`hot`, a bounded LRU, written through): each batch still
 returns every profile it changed, encoded, in `BatchResult.writes`, and the caller must apply those
 writes to the store before the next call, or else forget them: discard the engine, or (an engine made
@@ -54,6 +62,8 @@ from .timeline import advance, erase, next_due, reevaluate, refresh, take_event
 
 CLOCK_KEY = "\x00partition-clock"
 DEFAULT_HOT_PROFILES = 5_000  # decoded profiles kept across batches, per partition (STREAM_APP_HOT_PROFILES)
+# users whose timers one call of a worker's engine fires, per partition (docs/architecture.md)
+WORKER_TIMERS_PER_STEP = 2_000
 
 
 class ProfileStore(Protocol):
@@ -153,12 +163,14 @@ class PartitionEngine:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         hot_profiles: int = DEFAULT_HOT_PROFILES,
         undo: bool = False,
+        timers_per_step: int | None = None,
     ) -> None:
         self.partition = partition
         self.store = store
         self.cfg = cfg
         self.use_wall_clock = use_wall_clock
         self.max_event_bytes = max_event_bytes
+        self.timers_per_step = timers_per_step  # None: every due user at each call
         self.schedule = DueSchedule(undo)  # users following the live clock: their next due time
         self.parked = DueSchedule(undo)  # users following the backfill clock, due after it
         self.clock = 0  # the live clock
@@ -288,10 +300,11 @@ class PartitionEngine:
         self.cfg = cfg = replace(self.cfg, rfm_population=population)
         result = BatchResult()
         batch = _Batch(self.store, self.hot)
-        self._advance(batch, result, wall_ms)  # every user's timers due by their clock have fired
+        self._advance(batch, result, wall_ms)
         backfill_clock = self.backfill_clock
         for user_id, (last_order, f, m, member) in list(self.rfm_index.items()):
             if rfm.name_for((last_order, f, m), population, cfg) != member:
+                self._fire_if_due(batch, result, user_id, wall_ms)  # a bounded `_advance` may have left it due
                 profile = batch.load(user_id)
                 dues = batch.dues[user_id]
                 if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
@@ -444,12 +457,34 @@ class PartitionEngine:
 
     def _advance(self, batch: _Batch, result: BatchResult, wall_ms: int) -> None:
         """Fire the timers each clock has passed: the backfill's users' first, then the live ones'.
-        A user due by the live clock who follows the backfill clock is parked until that clock."""
+        A user due by the live clock who follows the backfill clock is parked until that clock. At most
+        `timers_per_step` users in all; the others stay due for the next call."""
         backfill_clock = self.backfill_clock
+        budget = self.timers_per_step
         if backfill_clock is not None:
-            for user_id in self.parked.pop_due(backfill_clock):
+            fired = self.parked.pop_due(backfill_clock, budget)
+            for user_id in fired:
                 self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
-        for user_id in self.schedule.pop_due(self.clock):
+            if budget is not None:
+                budget -= len(fired)
+        for user_id in self.schedule.pop_due(self.clock, budget):
+            profile = batch.load(user_id)
+            if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
+                self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
+            else:
+                self._fire(batch, result, user_id, self.clock, wall_ms, backfill=False)
+
+    def _fire_if_due(self, batch: _Batch, result: BatchResult, user_id: str, wall_ms: int) -> None:
+        """Fire one user's timers if its clock has passed its due time (what `_advance` does for it)."""
+        backfill_clock = self.backfill_clock
+        due = self.parked.due_of(user_id)
+        if due is not None and backfill_clock is not None and due <= backfill_clock:
+            self.parked.discard(user_id)
+            self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
+            return
+        due = self.schedule.due_of(user_id)
+        if due is not None and due <= self.clock:
+            self.schedule.discard(user_id)
             profile = batch.load(user_id)
             if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
                 self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)

@@ -38,10 +38,16 @@ class DueSchedule:
         if len(self._heap) > 2 * len(self._due) + 1024:  # stale entries at most half the heap
             self._compact()
 
-    def pop_due(self, until: int) -> list[str]:
-        """Users whose due time is at or before ``until``, earliest first; they leave the schedule."""
+    def due_of(self, user_id: str) -> int | None:
+        return self._due.get(user_id)
+
+    def pop_due(self, until: int, limit: int | None = None) -> list[str]:
+        """Users whose due time is at or before ``until``, earliest first; they leave the schedule. At most
+        ``limit`` of them: the others stay, due, for the next call."""
         users: list[str] = []
         heap, due_of, undo = self._heap, self._due, self._undo
+        if limit is not None and limit <= 0:
+            return users
         while heap and heap[0][0] <= until:
             due, user = heapq.heappop(heap)
             if due_of.get(user) == due:
@@ -49,6 +55,8 @@ class DueSchedule:
                 users.append(user)
                 if undo is not None and user not in undo:
                     undo[user] = due
+                if limit is not None and len(users) >= limit:
+                    break
         return users
 
     def discard(self, user_id: str) -> None:

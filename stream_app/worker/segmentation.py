@@ -23,6 +23,7 @@ from ..driver import metrics as driver_metrics
 from ..driver.loop import Outputs
 from ..driver.store import PartitionStore
 from ..engine import BatchResult, PartitionEngine, RawRecord
+from ..engine.partition import WORKER_TIMERS_PER_STEP
 from ..segments.config import CatalogConfig
 from ..segments.usage import metric_label
 from ..segments.rfm_population import reference_for
@@ -170,7 +171,8 @@ class SegmentationProcessor:
         engine = self.engines.get(partition)
         if engine is None:
             engine = PartitionEngine(partition, self.stores[partition], self.cfg, max_event_bytes=self.settings.max_event_bytes,
-                                     hot_profiles=self.settings.hot_profiles, undo=True)
+                                     hot_profiles=self.settings.hot_profiles, undo=True,
+                                     timers_per_step=WORKER_TIMERS_PER_STEP)
             started = time.monotonic()
             population: Counter = Counter()
             store = self.stores[partition]

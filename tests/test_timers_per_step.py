@@ -1,0 +1,135 @@
+"""A worker's engine fires the timers of at most `timers_per_step` users per call, so that a drained
+backfill or a clock that jumps never puts every user of a partition into one transaction
+(engine/partition.py). The users left due fire at the next calls: once they have, the engine's
+transitions, memberships, store and schedules are those of an engine without the bound."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from unittest import mock
+
+from hypothesis import HealthCheck, given, settings
+
+from stream_app.engine import PartitionEngine, RawRecord
+from stream_app.replay import InMemoryStore
+from stream_app.timers import DueSchedule
+from stream_app.timeutil import HOUR_MS
+
+from .helpers import encode, track
+from .test_hot_profiles import CFG, T0, concrete_steps, run_step, steps
+
+
+def _transitions(results: list[Any]) -> list[str]:
+    return sorted(json.dumps(record, sort_keys=True) for result in results for record in result.transitions)
+
+
+def _follow(table: dict[str, Any], results: list[Any]) -> dict[str, Any]:
+    """The memberships topic as a compacted table: each user's segments in their last snapshot. A snapshot
+    is emitted when a call changes the user's memberships, with the user's time and the definitions'
+    version then: a bounded engine may emit one for an event and another for a timer of the same step
+    where an unbounded one, whose single call ended where it began, emits none. The segments they leave
+    are the same (what the output check compares too)."""
+    for result in results:
+        for user_id, snapshot in result.memberships.items():
+            if snapshot is None:
+                table.pop(user_id, None)
+            else:
+                table[user_id] = snapshot["segments"]
+    return dict(table)
+
+
+class _Fired:
+    """How many users each call of the engine took from its schedules."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.original = DueSchedule.pop_due
+
+    def __call__(self, schedule: DueSchedule, until: int, limit: int | None = None) -> list[str]:
+        users = self.original(schedule, until, limit)
+        self.count += len(users)
+        return users
+
+
+def _due_now(engine: PartitionEngine) -> bool:
+    due = engine.schedule.next_due()
+    parked = engine.parked.next_due()
+    backfill_clock = engine.backfill_clock
+    return (due is not None and due <= engine.clock) or (
+        parked is not None and backfill_clock is not None and parked <= backfill_clock)
+
+
+def _run_bounded(steps_: list, bound: int) -> tuple[list[Any], InMemoryStore]:
+    store = InMemoryStore()
+    engine = PartitionEngine(0, store, CFG, timers_per_step=bound)
+    fired = _Fired()
+    outputs: list[Any] = []
+    table: dict[str, Any] = {}
+    for kind, arg, wall in concrete_steps(steps_):
+        results = []
+        calls = 0
+        with mock.patch.object(DueSchedule, "pop_due", lambda schedule, until, limit=None: fired(schedule, until, limit)):
+            fired.count = 0
+            result = run_step(engine, kind, arg, wall)
+            assert fired.count <= bound, f"{kind} fired {fired.count} users, the bound is {bound}"
+            store.write(result.writes, result.entries)
+            results.append(result)
+            while _due_now(engine):  # the next calls fire the users left due, at the same clocks
+                calls += 1
+                assert calls < 100
+                fired.count = 0
+                result = engine.advance_to(engine.clock, wall)
+                assert 0 < fired.count <= bound
+                store.write(result.writes, result.entries)
+                results.append(result)
+        outputs.append((_transitions(results), _follow(table, results), engine.clock, engine.backfill_clock,
+                        engine.next_due(), len(engine.schedule), len(engine.parked)))
+    return outputs, store
+
+
+def _run_unbounded(steps_: list) -> tuple[list[Any], InMemoryStore]:
+    store = InMemoryStore()
+    engine = PartitionEngine(0, store, CFG)
+    outputs: list[Any] = []
+    table: dict[str, Any] = {}
+    for kind, arg, wall in concrete_steps(steps_):
+        result = run_step(engine, kind, arg, wall)
+        store.write(result.writes, result.entries)
+        assert not _due_now(engine)
+        outputs.append((_transitions([result]), _follow(table, [result]), engine.clock, engine.backfill_clock,
+                        engine.next_due(), len(engine.schedule), len(engine.parked)))
+    return outputs, store
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps_=steps())
+def test_a_bounded_engine_decides_as_an_unbounded_one_once_its_due_users_have_fired(steps_):
+    reference, reference_store = _run_unbounded(steps_)
+    for bound in (1, 2):
+        bounded, bounded_store = _run_bounded(steps_, bound)
+        assert bounded == reference
+        assert bounded_store == reference_store
+
+
+def test_many_users_due_at_once_fire_a_bounded_number_per_call():
+    """Fifty abandoned carts come due at the same moment: each call fires ten users' timers, in five
+    calls every cart has been abandoned, exactly as by one engine without the bound."""
+    def carts(engine: PartitionEngine) -> list[Any]:
+        records = [RawRecord(encode(track(f"user-{n:02d}", "Product Added", T0 + n, f"m-{n}", product_id="p")), "in", 0, n)
+                   for n in range(50)]
+        return [engine.handle(records, T0 + 100)]
+
+    unbounded = PartitionEngine(0, InMemoryStore(), CFG, use_wall_clock=False)
+    bounded = PartitionEngine(0, InMemoryStore(), CFG, use_wall_clock=False, timers_per_step=10)
+    expected = carts(unbounded) + [unbounded.advance_to(T0 + 2 * HOUR_MS, T0 + 2 * HOUR_MS)]
+    got = carts(bounded)
+    per_call = []
+    for _ in range(5):
+        result = bounded.advance_to(T0 + 2 * HOUR_MS, T0 + 2 * HOUR_MS)
+        per_call.append(len({r["user_id"] for r in result.transitions if r["segment"] == "cart_abandoner"}))
+        got.append(result)
+    assert per_call == [10, 10, 10, 10, 10]
+    assert not _due_now(bounded)
+    assert _transitions(got) == _transitions(expected)
+    assert sum(r["segment"] == "cart_abandoner" and r["to"] is not None for r in expected[1].transitions) == 50
