@@ -19,12 +19,15 @@ Both clocks are stored with the partition's state. A replay has no wall clock an
 `advance_to` moves its clock at the end.
 
 A worker's engine fires the timers of at most `timers_per_step` users per call (`tick`, `advance_to`,
-`handle`): a backfill drained, or a clock that jumps after a pause, can make every user of the
-partition due at once, and one call firing them all would hold one transaction open for longer than
-its timeout (the coordinator then aborts it and fences the process). The others stay due and fire at
-the next calls, each user's own timers in order at their own due times, so the transitions are the
-same; only their `emitted_at` is later. A user's event or RFM refresh fires that user's due timers
-first in any case. A replay fires everything (no bound).
+`handle`; the processor sets it from a budget per transaction): a backfill drained, or a clock that
+jumps after a pause, can make every user of the partition due at once, and one call firing them all
+would hold one transaction open for longer than its timeout (the coordinator then aborts it and fences
+the process). The others stay due (`left_due`) and fire at the next calls, each user's own timers in
+order at their own due times, so the transitions are the same; only their `emitted_at` is later. A
+user's event, erasure or RFM refresh fires that user's due timers first; new definitions or a new
+population wait until none is left due (the caller's rule: `reevaluate_all` and `refresh_population`
+expect it). A replay fires everything (no bound). docs/architecture.md, "A bounded number of users fire
+per transaction".
 
 Hot profiles stay decoded across batches (`hot`, a bounded LRU, written through): each batch still
 returns every profile it changed, encoded, in `BatchResult.writes`, and the caller must apply those
@@ -62,8 +65,10 @@ from .timeline import advance, erase, next_due, reevaluate, refresh, take_event
 
 CLOCK_KEY = "\x00partition-clock"
 DEFAULT_HOT_PROFILES = 5_000  # decoded profiles kept across batches, per partition (STREAM_APP_HOT_PROFILES)
-# users whose timers one call of a worker's engine fires, per partition (docs/architecture.md)
-WORKER_TIMERS_PER_STEP = 2_000
+# users whose timers a worker fires in one transaction, shared by its partitions (about 1.5 s of work at
+# 100-150 us a user, against a 10 s transaction timeout), and the least per call (docs/architecture.md)
+WORKER_TIMERS_PER_TRANSACTION = 12_000
+WORKER_MIN_TIMERS_PER_CALL = 100
 
 
 class ProfileStore(Protocol):
@@ -304,7 +309,9 @@ class PartitionEngine:
         backfill_clock = self.backfill_clock
         for user_id, (last_order, f, m, member) in list(self.rfm_index.items()):
             if rfm.name_for((last_order, f, m), population, cfg) != member:
-                self._fire_if_due(batch, result, user_id, wall_ms)  # a bounded `_advance` may have left it due
+                self._fire_if_due(batch, result, user_id, wall_ms, self.clock, backfill_clock)  # the bound may have left it due
+                if user_id in batch.deleted:  # silent past the dormancy period: dropped, nothing to refresh
+                    continue
                 profile = batch.load(user_id)
                 dues = batch.dues[user_id]
                 if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
@@ -367,12 +374,21 @@ class PartitionEngine:
         counts = result.counts
         backfill_before = wall_ms - cfg.backfill_age_ms if self.use_wall_clock else None
         any_valid = False
+        # a user the bound per call left due fires first, at the clocks the last call ended with (what an
+        # unbounded call would have fired then): never an event, an erasure, before an older due timer
+        clock, backfill_clock = self.clock, self.backfill_clock
+        schedule_due, parked_due = self.schedule.due_of, self.parked.due_of
         for record, event in decoded:
             if isinstance(event, InvalidEvent):
                 result.dead_letters.append((record, event))
                 continue
             any_valid = True
             user_id = event.user_id
+            due = schedule_due(user_id)
+            if due is None:
+                due = parked_due(user_id)
+            if due is not None and due <= clock:
+                self._fire_if_due(batch, result, user_id, wall_ms, clock, backfill_clock)
             profile = batch.load(user_id)
             if event.type == ERASURE:  # counted as `type:delete`
                 counts["type:delete"] += 1
@@ -456,40 +472,67 @@ class PartitionEngine:
         return self._finish(batch, result, wall_ms)
 
     def _advance(self, batch: _Batch, result: BatchResult, wall_ms: int) -> None:
-        """Fire the timers each clock has passed: the backfill's users' first, then the live ones'.
-        A user due by the live clock who follows the backfill clock is parked until that clock. At most
-        `timers_per_step` users in all; the others stay due for the next call."""
-        backfill_clock = self.backfill_clock
+        """Fire the timers each clock has passed: the live schedule's users and the backfill's (parked)
+        users. A user due by the live clock who follows the backfill clock is parked until that clock.
+        At most `timers_per_step` users in all, half of them at least for the live schedule while a
+        backfill runs (a long backfill never holds up live users' timers); the others stay due for the
+        next call. Users are independent of each other, so the order among them changes nothing."""
         budget = self.timers_per_step
+        backfill_clock = self.backfill_clock
+        if budget is None:
+            if backfill_clock is not None:
+                for user_id in self.parked.pop_due(backfill_clock):
+                    self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
+            self._fire_live(batch, result, wall_ms, None)
+            return
         if backfill_clock is not None:
-            fired = self.parked.pop_due(backfill_clock, budget)
-            for user_id in fired:
+            budget -= self._fire_live(batch, result, wall_ms, max(1, budget // 2))
+            parked = self.parked.pop_due(backfill_clock, budget)
+            for user_id in parked:
                 self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
-            if budget is not None:
-                budget -= len(fired)
-        for user_id in self.schedule.pop_due(self.clock, budget):
+            budget -= len(parked)
+        self._fire_live(batch, result, wall_ms, budget)
+
+    def _fire_live(self, batch: _Batch, result: BatchResult, wall_ms: int, limit: int | None) -> int:
+        """Fire up to ``limit`` users due by the live clock; returns how many."""
+        backfill_clock = self.backfill_clock
+        users = self.schedule.pop_due(self.clock, limit)
+        for user_id in users:
             profile = batch.load(user_id)
             if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
                 self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
             else:
                 self._fire(batch, result, user_id, self.clock, wall_ms, backfill=False)
+        return len(users)
 
-    def _fire_if_due(self, batch: _Batch, result: BatchResult, user_id: str, wall_ms: int) -> None:
-        """Fire one user's timers if its clock has passed its due time (what `_advance` does for it)."""
-        backfill_clock = self.backfill_clock
+    @property
+    def left_due(self) -> bool:
+        """Whether users whose clock has passed their due time wait for a next call (the bound per call).
+        A change of definitions or of RFM population waits until none does (the worker's processor), so
+        that every timer due before it is decided under what it replaces."""
+        due = self.schedule.next_due()
+        if due is not None and due <= self.clock:
+            return True
+        parked, backfill_clock = self.parked.next_due(), self.backfill_clock
+        return parked is not None and backfill_clock is not None and parked <= backfill_clock
+
+    def _fire_if_due(self, batch: _Batch, result: BatchResult, user_id: str, wall_ms: int,
+                     clock: int, backfill_clock: int | None) -> None:
+        """Fire one user's timers if ``clock`` (or ``backfill_clock``, for a parked user) has passed its due
+        time: what `_advance` would have done for it at those clocks, had no bound left it due."""
         due = self.parked.due_of(user_id)
         if due is not None and backfill_clock is not None and due <= backfill_clock:
             self.parked.discard(user_id)
             self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
             return
         due = self.schedule.due_of(user_id)
-        if due is not None and due <= self.clock:
+        if due is not None and due <= clock:
             self.schedule.discard(user_id)
             profile = batch.load(user_id)
             if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
                 self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
             else:
-                self._fire(batch, result, user_id, self.clock, wall_ms, backfill=False)
+                self._fire(batch, result, user_id, clock, wall_ms, backfill=False)
 
     def _fire(self, batch: _Batch, result: BatchResult, user_id: str, until: int, wall_ms: int, backfill: bool) -> None:
         profile = batch.load(user_id)

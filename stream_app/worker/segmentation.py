@@ -23,7 +23,7 @@ from ..driver import metrics as driver_metrics
 from ..driver.loop import Outputs
 from ..driver.store import PartitionStore
 from ..engine import BatchResult, PartitionEngine, RawRecord
-from ..engine.partition import WORKER_TIMERS_PER_STEP
+from ..engine.partition import WORKER_MIN_TIMERS_PER_CALL, WORKER_TIMERS_PER_TRANSACTION
 from ..segments.config import CatalogConfig
 from ..segments.usage import metric_label
 from ..segments.rfm_population import reference_for
@@ -167,12 +167,17 @@ class SegmentationProcessor:
         metrics.RFM_POPULATION.set(population.size)
 
     # -- internals ------------------------------------------------------------------------------------
+    def _timers_per_call(self) -> int:
+        """Each owned partition's share of the users whose timers one transaction may fire: a step calls
+        each engine about twice (its batch and the punctuation)."""
+        return max(WORKER_MIN_TIMERS_PER_CALL, WORKER_TIMERS_PER_TRANSACTION // (2 * max(1, len(self.stores))))
+
     def _engine(self, partition: int) -> PartitionEngine:
         engine = self.engines.get(partition)
         if engine is None:
             engine = PartitionEngine(partition, self.stores[partition], self.cfg, max_event_bytes=self.settings.max_event_bytes,
                                      hot_profiles=self.settings.hot_profiles, undo=True,
-                                     timers_per_step=WORKER_TIMERS_PER_STEP)
+                                     timers_per_step=self._timers_per_call())
             started = time.monotonic()
             population: Counter = Counter()
             store = self.stores[partition]
@@ -195,7 +200,12 @@ class SegmentationProcessor:
         return engine
 
     def _pending_decisions(self, partition: int, engine: PartitionEngine, wall_ms: int, out: Outputs) -> None:
-        """Changed definitions and a new RFM population take effect before the partition's next events."""
+        """Changed definitions and a new RFM population take effect before the partition's next events,
+        once no user is left due by the bound on timers per call (engine/partition.py): every timer due
+        before the change is decided under what it replaces."""
+        engine.timers_per_step = self._timers_per_call()
+        if engine.left_due and (partition in self.reevaluate or partition in self.rfm_refresh):
+            return
         if partition in self.reevaluate:
             self.reevaluate.discard(partition)
             self._emit(partition, engine.reevaluate_all(self.cfg, wall_ms, self.loaded_at), wall_ms, out)
