@@ -375,19 +375,17 @@ class PartitionEngine:
         backfill_before = wall_ms - cfg.backfill_age_ms if self.use_wall_clock else None
         any_valid = False
         # a user the bound per call left due fires first, at the clocks the last call ended with (what an
-        # unbounded call would have fired then): never an event, an erasure, before an older due timer
+        # unbounded call would have fired then): never an event, an erasure, before an older due timer.
+        # Asked once per batch: with none left due at its start, no event's user can be
         clock, backfill_clock = self.clock, self.backfill_clock
-        schedule_due, parked_due = self.schedule.due_of, self.parked.due_of
+        left_due = self.left_due
         for record, event in decoded:
             if isinstance(event, InvalidEvent):
                 result.dead_letters.append((record, event))
                 continue
             any_valid = True
             user_id = event.user_id
-            due = schedule_due(user_id)
-            if due is None:
-                due = parked_due(user_id)
-            if due is not None and due <= clock:
+            if left_due:
                 self._fire_if_due(batch, result, user_id, wall_ms, clock, backfill_clock)
             profile = batch.load(user_id)
             if event.type == ERASURE:  # counted as `type:delete`
@@ -478,32 +476,30 @@ class PartitionEngine:
         backfill runs (a long backfill never holds up live users' timers); the others stay due for the
         next call. Users are independent of each other, so the order among them changes nothing."""
         budget = self.timers_per_step
-        backfill_clock = self.backfill_clock
-        if budget is None:
-            if backfill_clock is not None:
-                for user_id in self.parked.pop_due(backfill_clock):
-                    self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
-            self._fire_live(batch, result, wall_ms, None)
-            return
+        clock, backfill_clock = self.clock, self.backfill_clock
         if backfill_clock is not None:
-            budget -= self._fire_live(batch, result, wall_ms, max(1, budget // 2))
+            if budget is not None:  # the live schedule's share first
+                live = self.schedule.pop_due(clock, max(1, budget // 2))
+                for user_id in live:
+                    self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
+                budget -= len(live)
             parked = self.parked.pop_due(backfill_clock, budget)
             for user_id in parked:
                 self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
-            budget -= len(parked)
-        self._fire_live(batch, result, wall_ms, budget)
+            if budget is not None:
+                budget -= len(parked)
+        for user_id in self.schedule.pop_due(clock, budget):
+            self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
 
-    def _fire_live(self, batch: _Batch, result: BatchResult, wall_ms: int, limit: int | None) -> int:
-        """Fire up to ``limit`` users due by the live clock; returns how many."""
-        backfill_clock = self.backfill_clock
-        users = self.schedule.pop_due(self.clock, limit)
-        for user_id in users:
-            profile = batch.load(user_id)
-            if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
-                self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
-            else:
-                self._fire(batch, result, user_id, self.clock, wall_ms, backfill=False)
-        return len(users)
+    def _fire_live_user(self, batch: _Batch, result: BatchResult, user_id: str, wall_ms: int,
+                        clock: int, backfill_clock: int | None) -> None:
+        """A user taken from the live schedule: fired on the backfill clock if it follows the backfill,
+        else on the live clock."""
+        profile = batch.load(user_id)
+        if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
+            self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
+        else:
+            self._fire(batch, result, user_id, clock, wall_ms, backfill=False)
 
     @property
     def left_due(self) -> bool:
@@ -528,11 +524,7 @@ class PartitionEngine:
         due = self.schedule.due_of(user_id)
         if due is not None and due <= clock:
             self.schedule.discard(user_id)
-            profile = batch.load(user_id)
-            if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
-                self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
-            else:
-                self._fire(batch, result, user_id, clock, wall_ms, backfill=False)
+            self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
 
     def _fire(self, batch: _Batch, result: BatchResult, user_id: str, until: int, wall_ms: int, backfill: bool) -> None:
         profile = batch.load(user_id)

@@ -51,6 +51,8 @@ def observe_transitions(moves: dict[tuple[str, str], int], population: dict[tupl
         TRANSITIONS.labels(segment, way).inc(count)
     for (segment, member), change in population.items():
         POPULATION.labels(segment, member).inc(change)  # a net 0 still shows the series, as before
+
+
 CLOCK_TICKS = Counter("stream_app_clock_ticks_total", "Wall-clock punctuations: idle partitions' clocks follow the wall clock, due timers fire")
 TIMER_LATENESS = Histogram(
     "stream_app_timer_lateness_seconds",

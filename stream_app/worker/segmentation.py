@@ -72,6 +72,7 @@ class SegmentationProcessor:
     # -- the driver's calls ---------------------------------------------------------------------------
     def assigned(self, stores: dict[int, PartitionStore]) -> None:
         self.stores.update(stores)
+        self._share_timer_budget()
         profiles = sum(len(self._engine(partition).schedule) for partition in stores)
         driver_metrics.RESTORED_PROFILES.set(profiles)
 
@@ -82,6 +83,7 @@ class SegmentationProcessor:
             self.population.pop(partition, None)
             self.reevaluate.discard(partition)
             self.rfm_refresh.discard(partition)
+        self._share_timer_budget()
         self._publish_population()
 
     def rolled_back(self) -> None:
@@ -172,6 +174,12 @@ class SegmentationProcessor:
         each engine about twice (its batch and the punctuation)."""
         return max(WORKER_MIN_TIMERS_PER_CALL, WORKER_TIMERS_PER_TRANSACTION // (2 * max(1, len(self.stores))))
 
+    def _share_timer_budget(self) -> None:
+        """The owned partitions changed: each engine's share of the budget with them."""
+        share = self._timers_per_call()
+        for engine in self.engines.values():
+            engine.timers_per_step = share
+
     def _engine(self, partition: int) -> PartitionEngine:
         engine = self.engines.get(partition)
         if engine is None:
@@ -203,7 +211,6 @@ class SegmentationProcessor:
         """Changed definitions and a new RFM population take effect before the partition's next events,
         once no user is left due by the bound on timers per call (engine/partition.py): every timer due
         before the change is decided under what it replaces."""
-        engine.timers_per_step = self._timers_per_call()
         if engine.left_due and (partition in self.reevaluate or partition in self.rfm_refresh):
             return
         if partition in self.reevaluate:
