@@ -29,6 +29,8 @@ from .store import PartitionStore
 
 log = logging.getLogger(__name__)
 
+ABORT_FLUSH_S = 5.0  # at most this long for the open transaction's records before an abort (see `abort`)
+
 
 class TransactionAborted(Exception):
     """The open transaction was aborted: nothing of it is visible; rewind to the committed offsets."""
@@ -169,6 +171,14 @@ class Transaction:
             store.discard_staged()
         if self.open:
             log.warning("aborting the open transaction: %s", why)
+            if self.records:
+                # librdkafka #4849: an abort sent while the registration of the transaction's first
+                # partitions is still being retried (the coordinator answers CONCURRENT_TRANSACTIONS while
+                # the previous commit completes) reaches a coordinator that has no such transaction, which
+                # answers INVALID_TXN_STATE, fatal for the producer. A delivered record proves its partition
+                # registered, so the records are delivered first (or given up on after a bounded wait):
+                # they stay invisible, the transaction is aborted.
+                self._flush(min(self.timeout_s, ABORT_FLUSH_S))
             try:
                 # a timeout on each call: an abort that needs a new producer epoch waits for the
                 # coordinator, and librdkafka's default (-1) then blocked for minutes in an outage
