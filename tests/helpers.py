@@ -77,6 +77,8 @@ class Names:
         self.transitions = f"tr-{tag}"
         self.memberships = f"mem-{tag}"
         self.dlq = f"dlq-{tag}"
+        # test data is hours old, so it is a backfill: let it drain in 3 s rather than the default 60 s
+        self.backfill_drained_after_ms = 3000
 
     def env(self, data_dir: Path, web_port: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -85,8 +87,7 @@ class Names:
             STREAM_APP_TRANSITIONS_TOPIC=self.transitions, STREAM_APP_MEMBERSHIPS_TOPIC=self.memberships,
             STREAM_APP_DLQ_TOPIC=self.dlq, STREAM_APP_PARTITIONS=str(self.partitions), STREAM_APP_DATA_DIR=str(data_dir),
             STREAM_APP_WEB_PORT=str(web_port), STREAM_APP_SESSION_TIMEOUT_S="6", STREAM_APP_LOG_LEVEL="info",
-            # test data is hours old, so it is a backfill: let it drain in 3 s rather than the default 60 s
-            STREAM_APP_BACKFILL_DRAINED_AFTER_MS="3000",
+            STREAM_APP_BACKFILL_DRAINED_AFTER_MS=str(self.backfill_drained_after_ms),
         )
         return env
 

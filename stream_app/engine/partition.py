@@ -426,14 +426,17 @@ class PartitionEngine:
     def tick(self, wall_ms: int, caught_up: bool = True) -> BatchResult:
         """Wall-clock progress: an idle partition's clock follows the wall clock minus the allowance.
 
-        A partition with unprocessed input (`caught_up` false, e.g. a backlog after a restart) is busy,
-        not idle: letting its clock jump to the wall clock would make the whole backlog late."""
+        A partition with unprocessed input (`caught_up` false, e.g. a backlog after a restart, or a worker
+        that stalled in a commit) is busy, not idle: letting its clock jump to the wall clock would make the
+        whole backlog late, and declaring its backfill drained would decide the backfill's users on the live
+        clock before their own waiting events."""
         if self.last_arrival_wall is None or not caught_up:
             self.last_arrival_wall = wall_ms
         if wall_ms - self.last_arrival_wall > self.cfg.lateness_ms:
             self.clock = max(self.clock, wall_ms - self.cfg.lateness_ms)
         if self.backfill_max_ts is not None:
-            if self.last_backfill_wall is None:  # a backfill stored before a restart: the wait starts now
+            # the wait starts again while input waits, and for a backfill stored before a restart
+            if self.last_backfill_wall is None or not caught_up:
                 self.last_backfill_wall = wall_ms
             elif wall_ms - self.last_backfill_wall >= self.cfg.backfill_drained_after_ms:
                 self._drain_backfill()
