@@ -54,23 +54,33 @@ def _schedule(schedule: DueSchedule) -> dict[str, int]:
 
 
 def _state(engine: PartitionEngine) -> tuple[Any, ...]:
+    running = engine.definitions_pass
+    definitions_pass = None if running is None else (running.version, running.loaded_at, running.users, running.next, sorted(running.left))
     return (engine.clock, engine.max_event_ts, engine.last_arrival_wall, engine.backfill_max_ts, engine.last_backfill_wall,
             engine.saved_definitions, engine.cfg.version, engine.cfg.rfm_population, _schedule(engine.schedule),
-            _schedule(engine.parked), dict(engine.rfm_index), engine.next_due())
+            _schedule(engine.parked), dict(engine.rfm_index), engine.next_due(), definitions_pass)
 
 
 def _output(result) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
     return (result.transitions, result.writes, result.memberships, dict(result.counts), result.clock, result.backfill_clock)
 
 
+def _step(engine: PartitionEngine, kind: str, arg: Any, wall: int) -> list[Any]:
+    """A step as the worker's processor makes it: a pass of new definitions goes on first."""
+    results = [engine.decide_pending(wall)] if engine.deciding else []
+    return results + [run_step(engine, kind, arg, wall)]
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps_=steps(), cuts=st.lists(st.tuples(st.integers(1, 3), st.booleans()), min_size=1, max_size=25),
-       hot=st.sampled_from([0, 2, 100]))
-def test_a_rolled_back_engine_decides_as_one_that_never_saw_the_aborted_steps(steps_, cuts, hot):
+       hot=st.sampled_from([0, 2, 100]), bound=st.sampled_from([None, 1, 3]))
+def test_a_rolled_back_engine_decides_as_one_that_never_saw_the_aborted_steps(steps_, cuts, hot, bound):
+    """`bound`: users whose timers fire, and users a pass of new definitions decides, per call; with a
+    bound, passes and users left due span transactions, aborted ones among them."""
     concrete = concrete_steps(steps_)
     store, reference_store = StagedStore(), InMemoryStore()
-    engine = PartitionEngine(0, store, CFG, hot_profiles=hot, undo=True)
-    reference = PartitionEngine(0, reference_store, CFG, hot_profiles=hot)
+    engine = PartitionEngine(0, store, CFG, hot_profiles=hot, undo=True, timers_per_step=bound)
+    reference = PartitionEngine(0, reference_store, CFG, hot_profiles=hot, timers_per_step=bound)
     at, aborted = 0, 0
     for size, commit in cuts:
         transaction = concrete[at:at + size]
@@ -78,12 +88,14 @@ def test_a_rolled_back_engine_decides_as_one_that_never_saw_the_aborted_steps(st
         if not transaction:
             break
         for kind, arg, wall in transaction:
-            result = run_step(engine, kind, arg, wall)
-            store.staged.update(result.writes)
+            results = _step(engine, kind, arg, wall)
+            for result in results:
+                store.staged.update(result.writes)
             if commit:
-                expected = run_step(reference, kind, arg, wall)
-                reference_store.write(expected.writes)
-                assert _output(result) == _output(expected)
+                expected = _step(reference, kind, arg, wall)
+                for result in expected:
+                    reference_store.write(result.writes)
+                assert [_output(result) for result in results] == [_output(result) for result in expected]
         if commit:
             store.write(store.staged)
             engine.checkpoint()
@@ -148,7 +160,7 @@ def test_new_definitions_decided_in_an_aborted_transaction_are_decided_again(tmp
         processor.assigned({0: store})
         wall = T0 + 2 * MINUTE_MS
         processor.process(0, [_Message(encode(track("u", "Signed In", T0, "m1")), 0)], wall, _Outputs())
-        assert processor.engines[0].saved_definitions is None  # nothing was stored before this engine
+        assert processor.engines[0].saved_definitions == CFG.version  # a new partition: the current definitions
         store.apply_staged(1)
         processor.committed(wall)
 

@@ -76,7 +76,10 @@ def concrete_steps(steps_: list) -> list[tuple[str, Any, int]]:
         elif kind == "refresh":
             out.append(("refresh", Population(arg), wall))
         else:
-            out.append(("definitions", (replace(CFG, intent_threshold=3 + arg, version=f"v{arg}"), wall + n), wall))
+            # a threshold and a timer rule: new definitions change memberships and due times, earlier or later
+            cart = (30, 10, 45, 20)[arg] * MINUTE_MS
+            out.append(("definitions", (replace(CFG, intent_threshold=3 + arg, cart_abandon_after_ms=cart, version=f"v{arg}"),
+                                        wall + n), wall))
     return out
 
 

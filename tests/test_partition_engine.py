@@ -210,25 +210,6 @@ def test_a_backfill_follows_its_own_clock_and_drains_to_the_live_one():
     assert drained.transitions and all(t["historical"] for t in drained.transitions)
 
 
-def test_a_backfill_with_input_waiting_is_not_drained():
-    """A worker that stalled (a commit waiting out a coordinator's move) ticks with input waiting: its
-    backfill goes on, so the waiting events of its users are decided before their timers on the live
-    clock; the 60 s count again from the moment the partition is caught up."""
-    store = InMemoryStore()
-    eng = engine(store)
-    old = T0 + 10 * DAY_MS
-    feed(eng, store, [track("old", "Product Added", old, product_id="p")], wall=NOW)
-    stalled = NOW + 2 * CFG.backfill_drained_after_ms
-    assert eng.tick(stalled, caught_up=False).transitions == [] and eng.backfill_clock is not None
-    # the waiting event: the cart is bought within the 30 minutes, so it is never abandoned
-    bought = feed(eng, store, [track("old", "Order Completed", old + 10 * MINUTE_MS, revenue=10.0)], wall=stalled + 1)
-    assert ("old", "cart_abandoner", "cart_abandoner", "timer") not in _changes(bought)
-    assert eng.tick(stalled + 1 + CFG.backfill_drained_after_ms - 1).transitions == [] and eng.backfill_clock is not None
-    drained = eng.tick(stalled + 1 + CFG.backfill_drained_after_ms)
-    assert eng.backfill_clock is None
-    assert all(user != "old" or segment != "cart_abandoner" for user, segment, _, _ in _changes(drained))
-
-
 def test_live_users_are_decided_at_once_while_a_backfill_runs():
     store = InMemoryStore()
     eng = engine(store)

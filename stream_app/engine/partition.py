@@ -26,8 +26,10 @@ the process). The others stay due (`left_due`) and fire at the next calls, each 
 order at their own due times, so the transitions are the same; only their `emitted_at` is later. A
 user's event, erasure or RFM refresh fires that user's due timers first; new definitions or a new
 population wait until none is left due (the caller's rule: `reevaluate_all` and `refresh_population`
-expect it). A replay fires everything (no bound). docs/architecture.md, "A bounded number of users fire
-per transaction".
+expect it). New definitions decide at most `timers_per_step` stored users per call as well
+(`decide_pending` goes on with the pass; engine/definitions_pass.py), each user not reached yet decided
+before anything else touches it. A replay does everything at once (no bound). docs/architecture.md, "A
+bounded number of users fire per transaction".
 
 Hot profiles stay decoded across batches (`hot`, a bounded LRU, written through): each batch still
 returns every profile it changed, encoded, in `BatchResult.writes`, and the caller must apply those
@@ -59,6 +61,7 @@ from ..state.profile import Profile
 from ..timers import DueSchedule
 from ..timeutil import format_timestamp
 from ..transitions import Change, memberships_record, to_record
+from .definitions_pass import DefinitionsPass
 from .hot_profiles import HotProfiles
 from .schedule_entry import decode_entry, encode_entry, fingerprint
 from .timeline import advance, erase, next_due, reevaluate, refresh, take_event
@@ -185,7 +188,12 @@ class PartitionEngine:
         self.last_backfill_wall: int | None = None
         # scored RFM users: user -> (last order, F, M, current rfm member), as of the user's time
         self.rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
-        self.saved_definitions: str | None = None  # definitions version the stored memberships were decided under
+        # the definitions version every stored user is decided under (a new partition's: the current)
+        self.saved_definitions: str = cfg.version
+        # new definitions being applied a bounded number of users per call (None: no pass running), and
+        # a pass a stopped process left half-way: (version, loaded_at), resumed with the same loaded_at
+        self.definitions_pass: DefinitionsPass | None = None
+        self.unfinished_pass: tuple[str, int] | None = None
         # the most recently used users' profiles, decoded, as last written (and their rules' due times);
         # at most `hot_profiles` of them (0: none kept between batches)
         self.hot = HotProfiles(hot_profiles)
@@ -195,6 +203,8 @@ class PartitionEngine:
             self.clock, self.max_event_ts = state[1], state[2]
             self.saved_definitions = state[3] if len(state) > 3 else ""
             self.backfill_max_ts = state[4] if len(state) > 4 else None
+            if len(state) > 6 and state[5] is not None:
+                self.unfinished_pass = (state[5], state[6])
         # with `undo` (the worker): what `rollback` needs to return to the last `checkpoint`
         self._rfm_undo: dict[str, tuple[int, int, float, str | None] | None] | None = {} if undo else None
         self._touched: set[str] = set()  # users whose hot profile changed since the checkpoint
@@ -205,7 +215,7 @@ class PartitionEngine:
     # -- an aborted transaction --------------------------------------------------------------------
     def _scalars(self) -> tuple[Any, ...]:
         return (self.cfg, self.clock, self.max_event_ts, self.last_arrival_wall, self.backfill_max_ts,
-                self.last_backfill_wall, self.saved_definitions)
+                self.last_backfill_wall, self.saved_definitions, self.definitions_pass, self.unfinished_pass)
 
     def checkpoint(self) -> None:
         """The results returned so far are committed (their writes are in the store): `rollback` returns
@@ -213,6 +223,8 @@ class PartitionEngine:
         self._checkpoint = self._scalars()
         self.schedule.checkpoint()
         self.parked.checkpoint()
+        if self.definitions_pass is not None:
+            self.definitions_pass.checkpoint()
         if self._rfm_undo is not None:
             self._rfm_undo = {}
         self._touched = set()
@@ -226,7 +238,9 @@ class PartitionEngine:
         if rfm_undo is None:
             raise RuntimeError("rollback needs an engine made with undo=True")
         (self.cfg, self.clock, self.max_event_ts, self.last_arrival_wall, self.backfill_max_ts,
-         self.last_backfill_wall, self.saved_definitions) = self._checkpoint
+         self.last_backfill_wall, self.saved_definitions, self.definitions_pass, self.unfinished_pass) = self._checkpoint
+        if self.definitions_pass is not None:
+            self.definitions_pass.rollback()
         self.schedule.rollback()
         self.parked.rollback()
         rfm_index = self.rfm_index
@@ -309,6 +323,7 @@ class PartitionEngine:
         backfill_clock = self.backfill_clock
         for user_id, (last_order, f, m, member) in list(self.rfm_index.items()):
             if rfm.name_for((last_order, f, m), population, cfg) != member:
+                self._decide_if_pending(batch, user_id)
                 self._fire_if_due(batch, result, user_id, wall_ms, self.clock, backfill_clock)  # the bound may have left it due
                 if user_id in batch.deleted:  # silent past the dormancy period: dropped, nothing to refresh
                     continue
@@ -330,7 +345,14 @@ class PartitionEngine:
         return cfg
 
     def _clock_state(self) -> bytes:
-        return msgpack.packb([3, self.clock, self.max_event_ts, self.cfg.version, self.backfill_max_ts])
+        """While a pass of new definitions runs (or one a stopped process left waits to resume), the
+        stored version is "" (decided under no one version: any reader, of any release and any
+        definitions, decides every user again), and the pass is named with its `loaded_at`."""
+        running = self.definitions_pass
+        unfinished = (running.version, running.loaded_at) if running is not None else self.unfinished_pass
+        if unfinished is None:
+            return msgpack.packb([4, self.clock, self.max_event_ts, self.saved_definitions, self.backfill_max_ts, None, None])
+        return msgpack.packb([4, self.clock, self.max_event_ts, "", self.backfill_max_ts, *unfinished])
 
     # -- the two clocks -------------------------------------------------------------------------------
     @property
@@ -379,13 +401,19 @@ class PartitionEngine:
         # Asked once per batch: with none left due at its start, no event's user can be
         clock, backfill_clock = self.clock, self.backfill_clock
         left_due = self.left_due
+        deciding = self.definitions_pass  # a user it has not reached is decided again first
         for record, event in decoded:
             if isinstance(event, InvalidEvent):
                 result.dead_letters.append((record, event))
                 continue
             any_valid = True
             user_id = event.user_id
-            if left_due:
+            if deciding is not None and user_id in deciding:
+                # decided under the new definitions first, and their timers due by now fired (the new
+                # due time may be earlier than the old one)
+                self._decide_if_pending(batch, user_id)
+                self._fire_if_due(batch, result, user_id, wall_ms, clock, backfill_clock)
+            elif left_due:
                 self._fire_if_due(batch, result, user_id, wall_ms, clock, backfill_clock)
             profile = batch.load(user_id)
             if event.type == ERASURE:  # counted as `type:delete`
@@ -426,17 +454,16 @@ class PartitionEngine:
     def tick(self, wall_ms: int, caught_up: bool = True) -> BatchResult:
         """Wall-clock progress: an idle partition's clock follows the wall clock minus the allowance.
 
-        A partition with unprocessed input (`caught_up` false, e.g. a backlog after a restart, or a worker
-        that stalled in a commit) is busy, not idle: letting its clock jump to the wall clock would make the
-        whole backlog late, and declaring its backfill drained would decide the backfill's users on the live
-        clock before their own waiting events."""
+        A partition with unprocessed input (`caught_up` false, e.g. a backlog after a restart) is busy,
+        not idle: letting its clock jump to the wall clock would make the whole backlog late. A backfill
+        drains on wall time alone (a busy partition with live traffic is rarely seen caught up at every
+        punctuation), so `backfill_drained_after` must outlast any stall of the input."""
         if self.last_arrival_wall is None or not caught_up:
             self.last_arrival_wall = wall_ms
         if wall_ms - self.last_arrival_wall > self.cfg.lateness_ms:
             self.clock = max(self.clock, wall_ms - self.cfg.lateness_ms)
         if self.backfill_max_ts is not None:
-            # the wait starts again while input waits, and for a backfill stored before a restart
-            if self.last_backfill_wall is None or not caught_up:
+            if self.last_backfill_wall is None:  # a backfill stored before a restart: the wait starts now
                 self.last_backfill_wall = wall_ms
             elif wall_ms - self.last_backfill_wall >= self.cfg.backfill_drained_after_ms:
                 self._drain_backfill()
@@ -455,30 +482,65 @@ class PartitionEngine:
         return self.schedule.next_due()
 
     def reevaluate_all(self, cfg: CatalogConfig, wall_ms: int, loaded_at: int | None = None) -> BatchResult:
-        """New definitions or a new model: decide every stored user again now (cause `definitions`).
+        """New definitions or a new model: decide every stored user again (cause `definitions`), at most
+        `timers_per_step` of them in this call; `decide_pending` goes on with the others at the next
+        calls, and a user not reached yet is decided again before anything else touches it
+        (engine/definitions_pass.py). The stored definitions version changes once every user is done.
 
         This is the one place that visits every profile of the partition, once per accepted change."""
         cfg = self._adopt(cfg)
+        at = loaded_at if loaded_at is not None else wall_ms
+        if self.unfinished_pass is not None and self.unfinished_pass[0] == cfg.version:
+            at = self.unfinished_pass[1]  # a pass a stopped process left half-way: the same transition ids
+        self.unfinished_pass = None
+        self.definitions_pass = DefinitionsPass(cfg.version, at, (key for key, _ in self.store.items() if key != CLOCK_KEY))
+        return self.decide_pending(wall_ms)
+
+    def decide_pending(self, wall_ms: int) -> BatchResult:
+        """The running pass's next users (at most `timers_per_step`), then the timers due."""
         result = BatchResult()
         batch = _Batch(self.store, self.hot)
-        self.saved_definitions = cfg.version
-        users = [key for key, _ in self.store.items() if key != CLOCK_KEY]
-        for user_id in users:
-            profile = batch.load(user_id)
-            dues = batch.dues[user_id]
-            batch.changes.extend(reevaluate(user_id, profile, cfg, loaded_at if loaded_at is not None else wall_ms, dues))
-            self.parked.discard(user_id)
-            self.schedule.set(user_id, next_due(profile, cfg, dues))
-        self._advance(batch, result, wall_ms)
+        running = self.definitions_pass
+        budget = self.timers_per_step
+        if running is not None:
+            # half the call's budget at most: the timers due (the users just decided among them) get the rest
+            decided = running.take_next(None if budget is None else max(1, budget // 2))
+            for user_id in decided:
+                self._decide_again(batch, user_id, running.loaded_at)
+            if budget is not None:
+                budget = max(1, budget - len(decided))
+            if running.done:
+                self.definitions_pass = None
+                self.saved_definitions = running.version
+        self._advance(batch, result, wall_ms, budget)
         return self._finish(batch, result, wall_ms)
 
-    def _advance(self, batch: _Batch, result: BatchResult, wall_ms: int) -> None:
+    @property
+    def deciding(self) -> bool:
+        """Whether a pass of new definitions has users left to decide."""
+        return self.definitions_pass is not None
+
+    def _decide_if_pending(self, batch: _Batch, user_id: str) -> None:
+        running = self.definitions_pass
+        if running is not None and running.take(user_id):
+            self._decide_again(batch, user_id, running.loaded_at)
+
+    def _decide_again(self, batch: _Batch, user_id: str, loaded_at: int) -> None:
+        profile = batch.load(user_id)
+        dues = batch.dues[user_id]
+        batch.changes.extend(reevaluate(user_id, profile, self.cfg, loaded_at, dues))
+        self.parked.discard(user_id)
+        self.schedule.set(user_id, next_due(profile, self.cfg, dues))
+
+    def _advance(self, batch: _Batch, result: BatchResult, wall_ms: int, budget: int | None = None) -> None:
         """Fire the timers each clock has passed: the live schedule's users and the backfill's (parked)
         users. A user due by the live clock who follows the backfill clock is parked until that clock.
         At most `timers_per_step` users in all, half of them at least for the live schedule while a
         backfill runs (a long backfill never holds up live users' timers); the others stay due for the
-        next call. Users are independent of each other, so the order among them changes nothing."""
-        budget = self.timers_per_step
+        next call. Users are independent of each other, so the order among them changes nothing.
+        ``budget``: a smaller share of `timers_per_step` (the rest of the call went to a definitions pass)."""
+        if budget is None:
+            budget = self.timers_per_step
         clock, backfill_clock = self.clock, self.backfill_clock
         if backfill_clock is not None:
             if budget is not None:  # the live schedule's share first
@@ -530,12 +592,16 @@ class PartitionEngine:
             self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
 
     def _fire(self, batch: _Batch, result: BatchResult, user_id: str, until: int, wall_ms: int, backfill: bool) -> None:
+        if self.definitions_pass is not None:
+            self._decide_if_pending(batch, user_id)
         profile = batch.load(user_id)
         dues = batch.dues[user_id]
         changes, dormant = advance(user_id, profile, until, self.cfg, dues)
         batch.add(changes, backfill)
         if dormant:
             batch.delete(user_id)
+            self.schedule.discard(user_id)  # (deciding it again just above may have scheduled it)
+            self.parked.discard(user_id)
             result.counts["dropped_dormant"] += 1
         else:
             self._reschedule(user_id, profile, wall_ms, dues)

@@ -100,15 +100,17 @@ class SegmentationProcessor:
         self.rfm_refreshed_at = 0
         for partition, engine in self.engines.items():
             engine.rollback()
-            stored_under_other = engine.saved_definitions is not None and engine.saved_definitions != self.cfg.version
+            # decided again under the current definitions, as before the abort (a pass still running at the
+            # last commit goes on by itself)
+            stored_under_other = not engine.deciding and engine.saved_definitions != self.cfg.version
             if engine.cfg.version != self.cfg.version or stored_under_other:
-                self.reevaluate.add(partition)  # decided again under the current definitions, as before the abort
+                self.reevaluate.add(partition)
             if self.rfm_population is not None and engine.cfg.rfm_population is not self.rfm_population:
                 self.rfm_refresh.add(partition)  # the aborted refresh, again
 
     def process(self, partition: int, messages: Sequence[Any], wall_ms: int, out: Outputs) -> None:
         engine = self._engine(partition)
-        self._pending_decisions(partition, engine, wall_ms, out)
+        self._pending_decisions(partition, engine, wall_ms, out, go_on=False)
         records = [RawRecord(m.value() or b"", m.topic(), partition, m.offset()) for m in messages]
         self._uncommitted_batches.append(len(records))
         self._emit(partition, engine.handle(records, wall_ms), wall_ms, out)
@@ -123,7 +125,7 @@ class SegmentationProcessor:
                 self.set_population(self.exchange.merged())
         for partition in sorted(self.stores):
             engine = self._engine(partition)
-            self._pending_decisions(partition, engine, wall_ms, out)
+            self._pending_decisions(partition, engine, wall_ms, out, go_on=True)
             lag = self.lag(partition)
             caught_up = lag is not None and lag <= 1  # 1: a transactional producer's commit marker
             self._emit(partition, engine.tick(wall_ms, caught_up), wall_ms, out)
@@ -200,22 +202,35 @@ class SegmentationProcessor:
             if computed or not vouched:
                 store.keep_schedule_entries(computed, complete=not vouched)
             engine.computed_entries = {}
-            if engine.saved_definitions is not None and engine.saved_definitions != self.cfg.version:
+            if engine.saved_definitions != self.cfg.version:
                 # the definitions changed while this partition was not processed here: decide everyone again
                 log.info("partition %d: stored memberships were decided under other definitions; deciding again", partition)
                 self.reevaluate.add(partition)
             self.engines[partition] = engine
         return engine
 
-    def _pending_decisions(self, partition: int, engine: PartitionEngine, wall_ms: int, out: Outputs) -> None:
-        """Changed definitions and a new RFM population take effect before the partition's next events,
-        once no user is left due by the bound on timers per call (engine/partition.py): every timer due
-        before the change is decided under what it replaces."""
-        if engine.left_due and (partition in self.reevaluate or partition in self.rfm_refresh):
-            return
+    def _pending_decisions(self, partition: int, engine: PartitionEngine, wall_ms: int, out: Outputs, go_on: bool) -> None:
+        """Changed definitions and a new RFM population take effect before the partition's next events.
+        New definitions decide a bounded number of users per call: the punctuation (``go_on``) goes on
+        with a running pass (`PartitionEngine.decide_pending`), a batch meets its users one by one, and
+        newer definitions and a population wait for the pass to end. Both wait too while users are left
+        due by the bound on timers per call (engine/partition.py), so that every timer due before the
+        change is decided under what it replaces; an engine already made with the new definitions (after
+        a restart) has nothing to wait for."""
+        if engine.deciding:
+            if go_on:
+                self._emit(partition, engine.decide_pending(wall_ms), wall_ms, out)
+            if engine.deciding:
+                return
         if partition in self.reevaluate:
+            if engine.left_due and engine.cfg.version != self.cfg.version:
+                return
             self.reevaluate.discard(partition)
             self._emit(partition, engine.reevaluate_all(self.cfg, wall_ms, self.loaded_at), wall_ms, out)
+            if engine.deciding:
+                return
+        if engine.left_due:
+            return
         if partition in self.rfm_refresh and self.rfm_population is not None:
             self.rfm_refresh.discard(partition)
             self._emit(partition, engine.refresh_population(self.rfm_population, wall_ms), wall_ms, out)
