@@ -26,9 +26,9 @@ the process). The others stay due (`left_due`) and fire at the next calls, each 
 order at their own due times, so the transitions are the same; only their `emitted_at` is later. A
 user's event, erasure or RFM refresh fires that user's due timers first; new definitions or a new
 population wait until none is left due (the caller's rule: `reevaluate_all` and `refresh_population`
-expect it). New definitions decide at most `timers_per_step` stored users per call as well
-(`decide_pending` goes on with the pass; engine/definitions_pass.py), each user not reached yet decided
-before anything else touches it. A replay does everything at once (no bound). docs/architecture.md, "A
+expect it). New definitions decide at most half `timers_per_step` stored users per call
+(`decide_pending` goes on with the pass; engine/definitions_pass.py) and leave the timers they make due
+to the next call's firing; each user not reached yet is decided before anything else touches it. A replay does everything at once (no bound). docs/architecture.md, "A
 bounded number of users fire per transaction".
 
 Hot profiles stay decoded across batches (`hot`, a bounded LRU, written through): each batch still
@@ -323,7 +323,7 @@ class PartitionEngine:
         backfill_clock = self.backfill_clock
         for user_id, (last_order, f, m, member) in list(self.rfm_index.items()):
             if rfm.name_for((last_order, f, m), population, cfg) != member:
-                self._decide_if_pending(batch, user_id)
+                self._decide_if_pending(batch, user_id, wall_ms)
                 self._fire_if_due(batch, result, user_id, wall_ms, self.clock, backfill_clock)  # the bound may have left it due
                 if user_id in batch.deleted:  # silent past the dormancy period: dropped, nothing to refresh
                     continue
@@ -411,7 +411,7 @@ class PartitionEngine:
             if deciding is not None and user_id in deciding:
                 # decided under the new definitions first, and their timers due by now fired (the new
                 # due time may be earlier than the old one)
-                self._decide_if_pending(batch, user_id)
+                self._decide_if_pending(batch, user_id, wall_ms)
                 self._fire_if_due(batch, result, user_id, wall_ms, clock, backfill_clock)
             elif left_due:
                 self._fire_if_due(batch, result, user_id, wall_ms, clock, backfill_clock)
@@ -483,8 +483,8 @@ class PartitionEngine:
 
     def reevaluate_all(self, cfg: CatalogConfig, wall_ms: int, loaded_at: int | None = None) -> BatchResult:
         """New definitions or a new model: decide every stored user again (cause `definitions`), at most
-        `timers_per_step` of them in this call; `decide_pending` goes on with the others at the next
-        calls, and a user not reached yet is decided again before anything else touches it
+        half `timers_per_step` of them in this call; `decide_pending` goes on with the others at the
+        next calls, and a user not reached yet is decided again before anything else touches it
         (engine/definitions_pass.py). The stored definitions version changes once every user is done.
 
         This is the one place that visits every profile of the partition, once per accepted change."""
@@ -497,22 +497,22 @@ class PartitionEngine:
         return self.decide_pending(wall_ms)
 
     def decide_pending(self, wall_ms: int) -> BatchResult:
-        """The running pass's next users (at most `timers_per_step`), then the timers due."""
+        """The running pass's next users: all of them without a bound (then the timers due fire, as in a
+        replay); else at most half `timers_per_step`, and the timers they make due wait for the next
+        call's firing (the worker's punctuation ticks right after), so that a call with a pass does not
+        touch more users than a call without."""
         result = BatchResult()
         batch = _Batch(self.store, self.hot)
         running = self.definitions_pass
         budget = self.timers_per_step
         if running is not None:
-            # half the call's budget at most: the timers due (the users just decided among them) get the rest
-            decided = running.take_next(None if budget is None else max(1, budget // 2))
-            for user_id in decided:
-                self._decide_again(batch, user_id, running.loaded_at)
-            if budget is not None:
-                budget = max(1, budget - len(decided))
+            for user_id in running.take_next(None if budget is None else max(1, budget // 2)):
+                self._decide_again(batch, user_id, running.loaded_at, wall_ms)
             if running.done:
                 self.definitions_pass = None
                 self.saved_definitions = running.version
-        self._advance(batch, result, wall_ms, budget)
+        if budget is None:
+            self._advance(batch, result, wall_ms)
         return self._finish(batch, result, wall_ms)
 
     @property
@@ -520,27 +520,24 @@ class PartitionEngine:
         """Whether a pass of new definitions has users left to decide."""
         return self.definitions_pass is not None
 
-    def _decide_if_pending(self, batch: _Batch, user_id: str) -> None:
+    def _decide_if_pending(self, batch: _Batch, user_id: str, wall_ms: int) -> None:
         running = self.definitions_pass
         if running is not None and running.take(user_id):
-            self._decide_again(batch, user_id, running.loaded_at)
+            self._decide_again(batch, user_id, running.loaded_at, wall_ms)
 
-    def _decide_again(self, batch: _Batch, user_id: str, loaded_at: int) -> None:
+    def _decide_again(self, batch: _Batch, user_id: str, loaded_at: int, wall_ms: int) -> None:
         profile = batch.load(user_id)
         dues = batch.dues[user_id]
         batch.changes.extend(reevaluate(user_id, profile, self.cfg, loaded_at, dues))
-        self.parked.discard(user_id)
-        self.schedule.set(user_id, next_due(profile, self.cfg, dues))
+        self._reschedule(user_id, profile, wall_ms, dues)
 
-    def _advance(self, batch: _Batch, result: BatchResult, wall_ms: int, budget: int | None = None) -> None:
+    def _advance(self, batch: _Batch, result: BatchResult, wall_ms: int) -> None:
         """Fire the timers each clock has passed: the live schedule's users and the backfill's (parked)
         users. A user due by the live clock who follows the backfill clock is parked until that clock.
         At most `timers_per_step` users in all, half of them at least for the live schedule while a
         backfill runs (a long backfill never holds up live users' timers); the others stay due for the
-        next call. Users are independent of each other, so the order among them changes nothing.
-        ``budget``: a smaller share of `timers_per_step` (the rest of the call went to a definitions pass)."""
-        if budget is None:
-            budget = self.timers_per_step
+        next call. Users are independent of each other, so the order among them changes nothing."""
+        budget = self.timers_per_step
         clock, backfill_clock = self.clock, self.backfill_clock
         if backfill_clock is not None:
             if budget is not None:  # the live schedule's share first
@@ -593,7 +590,7 @@ class PartitionEngine:
 
     def _fire(self, batch: _Batch, result: BatchResult, user_id: str, until: int, wall_ms: int, backfill: bool) -> None:
         if self.definitions_pass is not None:
-            self._decide_if_pending(batch, user_id)
+            self._decide_if_pending(batch, user_id, wall_ms)
         profile = batch.load(user_id)
         dues = batch.dues[user_id]
         changes, dormant = advance(user_id, profile, until, self.cfg, dues)

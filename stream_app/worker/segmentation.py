@@ -173,7 +173,8 @@ class SegmentationProcessor:
     # -- internals ------------------------------------------------------------------------------------
     def _timers_per_call(self) -> int:
         """Each owned partition's share of the users whose timers one transaction may fire: a step calls
-        each engine about twice (its batch and the punctuation)."""
+        each engine about twice (its batch and the punctuation's tick); a running pass of new definitions
+        decides half a share more at the punctuation (docs/architecture.md)."""
         return max(WORKER_MIN_TIMERS_PER_CALL, WORKER_TIMERS_PER_TRANSACTION // (2 * max(1, len(self.stores))))
 
     def _share_timer_budget(self) -> None:
@@ -215,19 +216,24 @@ class SegmentationProcessor:
         with a running pass (`PartitionEngine.decide_pending`), a batch meets its users one by one, and
         newer definitions and a population wait for the pass to end. Both wait too while users are left
         due by the bound on timers per call (engine/partition.py), so that every timer due before the
-        change is decided under what it replaces; an engine already made with the new definitions (after
-        a restart) has nothing to wait for."""
+        change is decided under what it replaces; an engine whose stored users are not all decided under
+        its own definitions (made after a restart, or a pass left half-way) has nothing to wait for."""
         if engine.deciding:
             if go_on:
                 self._emit(partition, engine.decide_pending(wall_ms), wall_ms, out)
+                if not engine.deciding:
+                    log.info("partition %d: every stored user is decided under definitions %s", partition,
+                             engine.saved_definitions)
             if engine.deciding:
                 return
         if partition in self.reevaluate:
-            if engine.left_due and engine.cfg.version != self.cfg.version:
+            if engine.left_due and engine.saved_definitions == engine.cfg.version:
                 return
             self.reevaluate.discard(partition)
             self._emit(partition, engine.reevaluate_all(self.cfg, wall_ms, self.loaded_at), wall_ms, out)
             if engine.deciding:
+                log.info("partition %d: deciding %d stored users again under definitions %s, a share at each "
+                         "punctuation", partition, len(engine.definitions_pass.users), self.cfg.version)
                 return
         if engine.left_due:
             return
