@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from reliability_harness import REPO, Bench
+from reliability_harness import REPO, Bench, Worker
 
-from stream_app.broker.local_kafka import free_port
 from stream_app.demo.generator import as_wire, generate
 from stream_app.segments.definitions import DEFAULTS_FILE
 from stream_app.timeutil import DAY_MS
@@ -75,16 +71,13 @@ def main() -> None:
         print(f"{events:,} events of {args.users:,} users produced in {time.monotonic() - started:.0f} s")
         definitions = bench.work / "segments.yaml"
         definitions.write_text(DEFAULTS_FILE.read_text())
-        log_path = bench.work / "worker.log"
-        env = bench.worker_env(bench.work / "w", free_port(), STREAM_APP_SEGMENTS_FILE=str(definitions),
-                               STREAM_APP_RELOAD_INTERVAL_MS="500", STREAM_APP_BACKFILL_DRAINED_AFTER_MS="3000")
-        python = args.worker_repo / ".venv" / "bin" / "python"
-        proc = subprocess.Popen([str(python), "-m", "stream_app", "worker"], env=env, cwd=args.worker_repo,
-                                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        worker = Worker(bench, bench.work / "w", repo=args.worker_repo, STREAM_APP_SEGMENTS_FILE=str(definitions),
+                        STREAM_APP_RELOAD_INTERVAL_MS="500", STREAM_APP_BACKFILL_DRAINED_AFTER_MS="3000")
+        log_path, proc = worker.log_path, worker.proc
         try:
             started = time.monotonic()
             while not _ends_committed(bench.bootstrap, s.app_id, s.input_topic, s.partitions):
-                if proc.poll() is not None:
+                if not worker.alive():
                     raise SystemExit(f"the worker exited with {proc.returncode} before the input was decided; see {log_path}")
                 time.sleep(2)
             print(f"history decided in {time.monotonic() - started:.0f} s; waiting 10 s for the backfill to drain")
@@ -93,7 +86,7 @@ def main() -> None:
             definitions.write_text(DEFAULTS_FILE.read_text().replace("threshold: 6", "threshold: 3"))
             edited = time.monotonic()
             done = 0
-            while time.monotonic() - edited < args.timeout and proc.poll() is None:
+            while time.monotonic() - edited < args.timeout and worker.alive():
                 done = log_path.read_text(errors="replace")[len(before):].count("every stored user is decided under definitions")
                 if done >= s.partitions:
                     break
@@ -101,19 +94,14 @@ def main() -> None:
             took = time.monotonic() - edited
             after = log_path.read_text(errors="replace")[len(before):]
             warnings = re.findall(r"\[(?:WARNING|ERROR|CRITICAL)\] .*", after)
-            status = "alive" if proc.poll() is None else f"exited with {proc.returncode}"
+            status = "alive" if worker.alive() else f"exited with {proc.returncode}"
             print(f"after the edit: {done} of {s.partitions} partitions logged their pass done in {took:.1f} s; the worker {status}; "
                   f"{len(warnings)} warning or error lines")
             for line in warnings[:8]:
                 print("   ", line[:240])
             print(f"worker log: {log_path}")
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(40)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            worker.stop()
     finally:
         bench.close()
 

@@ -77,13 +77,15 @@ class Bench:
 class Worker:
     """`stream-app worker` as a process (its own process group)."""
 
-    def __init__(self, bench: Bench, data_dir: Path, name: str = "worker", **extra_env: str) -> None:
+    def __init__(self, bench: Bench, data_dir: Path, name: str = "worker", repo: Path = REPO, **extra_env: str) -> None:
+        """``repo``: the checkout whose worker runs, with its own .venv (default: this one, this Python)."""
         self.bench = bench
         self.data_dir = data_dir
         self.web_port = free_port()
         self.log_path = bench.work / f"{name}-{int(time.time())}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"],
-                                     env=bench.worker_env(data_dir, self.web_port, **extra_env), cwd=REPO,
+        python = sys.executable if repo == REPO else str(repo / ".venv" / "bin" / "python")
+        self.proc = subprocess.Popen([python, "-m", "stream_app", "worker"],
+                                     env=bench.worker_env(data_dir, self.web_port, **extra_env), cwd=repo,
                                      stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
     @property

@@ -221,9 +221,7 @@ class SegmentationProcessor:
         if engine.deciding:
             if go_on:
                 self._emit(partition, engine.decide_pending(wall_ms), wall_ms, out)
-                if not engine.deciding:
-                    log.info("partition %d: every stored user is decided under definitions %s", partition,
-                             engine.saved_definitions)
+                self._log_pass_end(partition, engine)
             if engine.deciding:
                 return
         if partition in self.reevaluate:
@@ -235,11 +233,18 @@ class SegmentationProcessor:
                 log.info("partition %d: deciding %d stored users again under definitions %s, a share at each "
                          "punctuation", partition, len(engine.definitions_pass.users), self.cfg.version)
                 return
+            self._log_pass_end(partition, engine)  # all of them in this one call
         if engine.left_due:
             return
         if partition in self.rfm_refresh and self.rfm_population is not None:
             self.rfm_refresh.discard(partition)
             self._emit(partition, engine.refresh_population(self.rfm_population, wall_ms), wall_ms, out)
+
+    @staticmethod
+    def _log_pass_end(partition: int, engine: PartitionEngine) -> None:
+        """The line operators wait for before going back to an older release (docs/upgrading.md)."""
+        if not engine.deciding:
+            log.info("partition %d: every stored user is decided under definitions %s", partition, engine.saved_definitions)
 
     def _emit(self, partition: int, result: BatchResult, wall_ms: int, out: Outputs) -> None:
         settings = self.settings
