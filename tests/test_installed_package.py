@@ -63,4 +63,4 @@ def test_a_short_demo_from_another_folder(installed: Path, tmp_path: Path) -> No
     out = proc.stdout
     assert "worker started" in out, out[-3000:] + proc.stderr[-3000:]
     assert out.count("->") > 20, out[-3000:]  # transitions printed as they happen
-    assert "demo: stopped" in out
+    assert "demo: stopped" in out, out[-3000:] + proc.stderr[-3000:]

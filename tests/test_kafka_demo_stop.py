@@ -1,5 +1,6 @@
-"""`stream-app demo` stopped by a signal other than Ctrl-C (`timeout`, `kill`, a closed terminal) stops
-its worker too, instead of leaving it running with the metrics port and the data folder."""
+"""`stream-app demo` stopped by a signal other than Ctrl-C (`timeout`, `kill`, a closed terminal), by Ctrl-C
+pressed twice, or by Ctrl-C while its own broker starts, stops everything it started, instead of leaving a
+worker or a broker running with their ports and data folders."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import subprocess
 import sys
 
 import pytest
+
+from stream_app.broker.local_kafka import LocalKafka
 
 from .helpers import REPO, Names, free_port, wait_for
 
@@ -24,8 +27,9 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signum):
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGINT]],
+                         ids=["SIGTERM", "SIGHUP", "Ctrl-C twice"])
+def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signals):
     names = Names(kafka_bootstrap)
     env = names.env(tmp_path / "unused", free_port())
     env["STREAM_APP_DEMO_DIR"] = str(tmp_path / "demo")
@@ -41,7 +45,10 @@ def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signum):
                        60, "the worker's first log line")
         worker_pid = int(pid.group(1))
         assert alive(worker_pid)
-        demo.send_signal(signum)
+        demo.send_signal(signals[0])
+        for again in signals[1:]:  # while it stops (`timeout` too signals the process, then its process group)
+            wait_for(lambda: "demo: stopping" in output.read_text(errors="replace"), 30, "the demo to begin stopping")
+            demo.send_signal(again)
         assert demo.wait(60) == 0, output.read_text(errors="replace")[-2000:]
         assert "demo: stopped" in output.read_text(errors="replace")
         wait_for(lambda: not alive(worker_pid), 10, f"the worker (pid {worker_pid}) to be gone")
@@ -50,3 +57,28 @@ def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signum):
             demo.kill()
         if worker_pid is not None and alive(worker_pid):  # the failure this test looks for: leave nothing behind
             os.kill(worker_pid, signal.SIGKILL)
+
+
+def test_ctrl_c_while_the_demos_own_broker_starts_stops_the_broker(tmp_path):
+    port = free_port()
+    env = dict(os.environ, STREAM_APP_DEMO_DIR=str(tmp_path / "demo"), STREAM_APP_KAFKA_PORT=str(port),
+               STREAM_APP_WEB_PORT=str(free_port()))
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    broker = LocalKafka(tmp_path / "demo" / "kafka", port=port, controller_port=port + 1)  # the demo's, to look at
+    output = tmp_path / "demo.out"
+    with open(output, "wb") as out:
+        demo = subprocess.Popen([sys.executable, "-m", "stream_app", "demo"], env=env, cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT)
+    broker_pid = None
+    try:
+        broker_pid = wait_for(broker.running_pid, 120, "the demo's broker process")
+        assert "worker started" not in output.read_text(errors="replace")  # Ctrl-C comes before the worker starts
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0, output.read_text(errors="replace")[-2000:]
+        assert "demo: stopped" in output.read_text(errors="replace")
+        wait_for(lambda: not alive(broker_pid), 10, f"the demo's broker (pid {broker_pid}) to be gone")
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        if broker_pid is not None and alive(broker_pid):
+            os.killpg(broker_pid, signal.SIGKILL)

@@ -28,17 +28,15 @@ def _print(line: str) -> None:
     sys.stdout.flush()
 
 
-def _start_local_broker(root: Path) -> tuple[object, str]:
+def _local_broker(root: Path) -> Any:
+    """The demo's own broker, fetched with Maven on the first run; not started yet."""
     from ..broker.local_kafka import LocalKafka, fetch_kafka, kafka_version, libs_dir
 
     port = int(os.environ.get("STREAM_APP_KAFKA_PORT", "9092"))
-    broker = LocalKafka(root / "kafka", port=port, controller_port=port + 1)
     if not (libs_dir() / f"kafka_2.13-{kafka_version()}.jar").exists():
         _print(f"demo: fetching Apache Kafka {kafka_version()} with Maven (first run only)...")
     fetch_kafka()
-    _print(f"demo: starting the local Kafka broker on {broker.bootstrap} (data in {broker.data_dir})")
-    broker.start()
-    return broker, broker.bootstrap
+    return LocalKafka(root / "kafka", port=port, controller_port=port + 1)
 
 
 def _client_config(settings: Settings, purpose: str) -> dict[str, Any]:
@@ -125,22 +123,84 @@ def _stop_like_ctrl_c(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _already_stopping(_signum: int, _frame: object) -> None:
+    _print("demo: already stopping: the worker commits its transaction, then the broker stops (at most a minute)")
+
+
+def _finish_stopping_undisturbed() -> None:
+    """A second signal while stopping (Ctrl-C pressed again; `timeout`, which signals the process and then
+    its whole process group) must not cut the clean-up short: that would leave the worker running."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _already_stopping)
+
+
 def run_demo(seed: int = 7) -> int:
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _stop_like_ctrl_c)
     root = Path(os.environ.get("STREAM_APP_DEMO_DIR", "var/demo"))
     root.mkdir(parents=True, exist_ok=True)
-    broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker, bootstrap = _start_local_broker(root)
+    broker = None if bootstrap else _local_broker(root)
+    stop = threading.Event()
+    follower: threading.Thread | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    # Everything started from here on is stopped in `finally`, whenever Ctrl-C (or SIGTERM) comes: while
+    # the broker starts, while the backfill is written, or while the worker runs.
+    try:
+        if broker is not None:
+            _print(f"demo: starting the local Kafka broker on {broker.bootstrap} (data in {broker.data_dir})")
+            broker.start()
+            bootstrap = broker.bootstrap
+        settings, env = _demo_settings(root, bootstrap, local_broker=broker is not None)
+        backfilled = threading.Event()
+        follower = threading.Thread(target=_follow, args=(settings, stop), daemon=True)
+        follower.start()
+        threading.Thread(target=_produce, args=(settings, stop, backfilled, seed), daemon=True).start()
+        # The worker starts once every partition has input: a partition that is empty and idle for longer
+        # than the lateness allowance would (rightly) move its clock to the wall clock, ahead of the demo's
+        # compressed event time.
+        if not backfilled.wait(120):
+            _print("demo: the synthetic backfill did not reach Kafka within 120 s")
+            return 1
+        log_path = root / "worker.log"
+        worker = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env,
+                                  stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        _print(f"demo: worker started (log: {log_path}, metrics: http://{settings.web_host}:{settings.web_port}/metrics)")
+        _print("demo: transitions as they happen (event time, user, segment, from -> to, cause); Ctrl-C stops")
+        while worker.poll() is None:
+            time.sleep(0.5)
+        _print(f"demo: the worker exited with {worker.returncode}; see {log_path}")
+        return 1
+    except KeyboardInterrupt:
+        _finish_stopping_undisturbed()
+        _print("\ndemo: stopping...")
+        return 0
+    finally:
+        _finish_stopping_undisturbed()
+        stop.set()
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+        if follower is not None:
+            follower.join(5)
+        if broker is not None:
+            broker.stop()
+        _print("demo: stopped")
+
+
+def _demo_settings(root: Path, bootstrap: str, local_broker: bool) -> tuple[Settings, dict[str, str]]:
+    """The worker's settings and environment; topics created, access to a remote cluster checked."""
     # The demo's live traffic runs in compressed event time, up to 2 days behind the wall clock: with a
     # 3-day historical and backfill age it is live traffic, and only the older history is a backfill.
     settings = replace(Settings(), bootstrap_servers=bootstrap, data_dir=root / "worker", historical_after_ms=3 * DAY_MS,
                        backfill_age_ms=3 * DAY_MS)
     worker_env = dict(os.environ)
-    if broker is not None:  # the local broker is plaintext on loopback: any TLS / SASL settings are for another cluster
+    if local_broker:  # the local broker is plaintext on loopback: any TLS / SASL settings are for another cluster
         from ..kafka_security import KafkaSecurity
 
         settings = replace(settings, kafka_security=KafkaSecurity())
@@ -152,43 +212,7 @@ def run_demo(seed: int = 7) -> int:
     from ..worker.topics import ensure_topics
 
     ensure_topics(settings)
-    stop = threading.Event()
     env = dict(worker_env, KAFKA_BOOTSTRAP_SERVERS=bootstrap, STREAM_APP_DATA_DIR=str(settings.data_dir),
                STREAM_APP_HISTORICAL_AFTER_MS=str(settings.historical_after_ms),
                STREAM_APP_BACKFILL_AGE_MS=str(settings.backfill_age_ms))
-    log_path = root / "worker.log"
-    backfilled = threading.Event()
-    producer_thread = threading.Thread(target=_produce, args=(settings, stop, backfilled, seed), daemon=True)
-    follower = threading.Thread(target=_follow, args=(settings, stop), daemon=True)
-    follower.start()
-    producer_thread.start()
-    # The worker starts once every partition has input: a partition that is empty and idle for longer
-    # than the lateness allowance would (rightly) move its clock to the wall clock, ahead of the demo's
-    # compressed event time.
-    if not backfilled.wait(120):
-        _print("demo: the synthetic backfill did not reach Kafka within 120 s")
-        return 1
-    worker = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env,
-                              stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-    _print(f"demo: worker started (log: {log_path}, metrics: http://{settings.web_host}:{settings.web_port}/metrics)")
-    _print("demo: transitions as they happen (event time, user, segment, from -> to, cause); Ctrl-C stops")
-    try:
-        while worker.poll() is None:
-            time.sleep(0.5)
-        _print(f"demo: the worker exited with {worker.returncode}; see {log_path}")
-        return 1
-    except KeyboardInterrupt:
-        _print("\ndemo: stopping...")
-        return 0
-    finally:
-        stop.set()
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-        follower.join(5)
-        if broker is not None:
-            broker.stop()  # type: ignore[attr-defined]
-        _print("demo: stopped")
+    return settings, env
