@@ -19,6 +19,12 @@ from .helpers import REPO, Names, free_port, wait_for
 pytestmark = [pytest.mark.kafka]
 
 
+def at_a_terminal() -> None:
+    """Ctrl-C's signal as at an interactive terminal: a shell starts background commands (CI's) with
+    SIGINT ignored, and an ignored signal stays ignored in every child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -36,7 +42,7 @@ def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signals):
     output = tmp_path / "demo.out"
     with open(output, "wb") as out:
         demo = subprocess.Popen([sys.executable, "-m", "stream_app", "demo"], env=env, cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=at_a_terminal)
     worker_pid = None
     try:
         wait_for(lambda: "worker started" in output.read_text(errors="replace"), 150, "the demo's worker to start")
@@ -53,8 +59,12 @@ def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signals):
         assert "demo: stopped" in output.read_text(errors="replace")
         wait_for(lambda: not alive(worker_pid), 10, f"the worker (pid {worker_pid}) to be gone")
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        if demo.poll() is None:  # SIGTERM first: the demo then stops its worker and broker
+            demo.terminate()
+            try:
+                demo.wait(60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
         if worker_pid is not None and alive(worker_pid):  # the failure this test looks for: leave nothing behind
             os.kill(worker_pid, signal.SIGKILL)
 
@@ -68,7 +78,7 @@ def test_ctrl_c_while_the_demos_own_broker_starts_stops_the_broker(tmp_path):
     output = tmp_path / "demo.out"
     with open(output, "wb") as out:
         demo = subprocess.Popen([sys.executable, "-m", "stream_app", "demo"], env=env, cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=at_a_terminal)
     broker_pid = None
     try:
         broker_pid = wait_for(broker.running_pid, 120, "the demo's broker process")
@@ -78,7 +88,11 @@ def test_ctrl_c_while_the_demos_own_broker_starts_stops_the_broker(tmp_path):
         assert "demo: stopped" in output.read_text(errors="replace")
         wait_for(lambda: not alive(broker_pid), 10, f"the demo's broker (pid {broker_pid}) to be gone")
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        if demo.poll() is None:  # SIGTERM first: the demo then stops its worker and broker
+            demo.terminate()
+            try:
+                demo.wait(60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
         if broker_pid is not None and alive(broker_pid):
             os.killpg(broker_pid, signal.SIGKILL)
