@@ -36,6 +36,12 @@ VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
 def write_once(bootstrap: str, topic: str, records: int) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     if topic in admin.list_topics(timeout=30).topics:
+        reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "restore-read-unused"})
+        low, high = reader.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+        reader.close()
+        if high - low != records:  # an earlier run stopped while writing it
+            raise SystemExit(f"{topic} holds {high - low} records, not {records}: delete the topic (or use another "
+                             "broker) and run again")
         return
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
@@ -48,7 +54,8 @@ def write_once(bootstrap: str, topic: str, records: int) -> None:
             except BufferError:
                 producer.poll(0.1)
         producer.poll(0)
-    producer.flush(60)
+    if producer.flush(60):
+        raise SystemExit(f"{topic}: records still undelivered after 60 s; delete the topic and run again")
 
 
 def read_to_end(bootstrap: str, topic: str, headers: bool, extra: dict[str, Any]) -> tuple[int, float, float]:

@@ -1,5 +1,6 @@
 """`stream-app demo` stopped by a signal other than Ctrl-C (`timeout`, `kill`, a closed terminal), by Ctrl-C
-pressed twice, or by Ctrl-C while its own broker starts, stops everything it started, instead of leaving a
+pressed again while it stops, by two at once (`timeout -s INT` signals the process, then its process
+group), or by Ctrl-C while its own broker starts, stops everything it started, instead of leaving a
 worker or a broker running with their ports and data folders."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -19,10 +21,23 @@ from .helpers import REPO, Names, free_port, wait_for
 pytestmark = [pytest.mark.kafka]
 
 
-def at_a_terminal() -> None:
-    """Ctrl-C's signal as at an interactive terminal: a shell starts background commands (CI's) with
-    SIGINT ignored, and an ignored signal stays ignored in every child."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# `stream-app demo` with Ctrl-C's signal as at an interactive terminal: a shell starts background
+# commands (CI's) with SIGINT ignored, an ignored signal stays ignored in every child, and the demo leaves
+# an ignored SIGINT ignored
+DEMO = [sys.executable, "-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "runpy.run_module('stream_app', run_name='__main__')", "demo"]
+
+
+def free_port_pair() -> int:
+    """A free port whose next one is free too (the demo's broker listens on both)."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
 
 
 def alive(pid: int) -> bool:
@@ -33,16 +48,17 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGINT]],
-                         ids=["SIGTERM", "SIGHUP", "Ctrl-C twice"])
-def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signals):
+@pytest.mark.parametrize("signals,while_stopping", [([signal.SIGTERM], False), ([signal.SIGHUP], False),
+                                                    ([signal.SIGINT, signal.SIGINT], True),
+                                                    ([signal.SIGINT, signal.SIGINT], False)],
+                         ids=["SIGTERM", "SIGHUP", "Ctrl-C again while stopping", "two SIGINTs at once"])
+def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signals, while_stopping):
     names = Names(kafka_bootstrap)
     env = names.env(tmp_path / "unused", free_port())
     env["STREAM_APP_DEMO_DIR"] = str(tmp_path / "demo")
     output = tmp_path / "demo.out"
     with open(output, "wb") as out:
-        demo = subprocess.Popen([sys.executable, "-m", "stream_app", "demo"], env=env, cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=at_a_terminal)
+        demo = subprocess.Popen(DEMO, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     worker_pid = None
     try:
         wait_for(lambda: "worker started" in output.read_text(errors="replace"), 150, "the demo's worker to start")
@@ -52,11 +68,15 @@ def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signals):
         worker_pid = int(pid.group(1))
         assert alive(worker_pid)
         demo.send_signal(signals[0])
-        for again in signals[1:]:  # while it stops (`timeout` too signals the process, then its process group)
-            wait_for(lambda: "demo: stopping" in output.read_text(errors="replace"), 30, "the demo to begin stopping")
+        for again in signals[1:]:
+            if while_stopping:
+                wait_for(lambda: "demo: stopping" in output.read_text(errors="replace"), 30, "the demo to begin stopping")
             demo.send_signal(again)
         assert demo.wait(60) == 0, output.read_text(errors="replace")[-2000:]
-        assert "demo: stopped" in output.read_text(errors="replace")
+        said = output.read_text(errors="replace")
+        assert "demo: stopped" in said
+        if while_stopping:  # the second signal came during the clean-up, and only said so
+            assert "demo: already stopping" in said, said[-2000:]
         wait_for(lambda: not alive(worker_pid), 10, f"the worker (pid {worker_pid}) to be gone")
     finally:
         if demo.poll() is None:  # SIGTERM first: the demo then stops its worker and broker
@@ -70,15 +90,14 @@ def test_a_terminated_demo_stops_its_worker(kafka_bootstrap, tmp_path, signals):
 
 
 def test_ctrl_c_while_the_demos_own_broker_starts_stops_the_broker(tmp_path):
-    port = free_port()
+    port = free_port_pair()
     env = dict(os.environ, STREAM_APP_DEMO_DIR=str(tmp_path / "demo"), STREAM_APP_KAFKA_PORT=str(port),
                STREAM_APP_WEB_PORT=str(free_port()))
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     broker = LocalKafka(tmp_path / "demo" / "kafka", port=port, controller_port=port + 1)  # the demo's, to look at
     output = tmp_path / "demo.out"
     with open(output, "wb") as out:
-        demo = subprocess.Popen([sys.executable, "-m", "stream_app", "demo"], env=env, cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=at_a_terminal)
+        demo = subprocess.Popen(DEMO, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     broker_pid = None
     try:
         broker_pid = wait_for(broker.running_pid, 120, "the demo's broker process")

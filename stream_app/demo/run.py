@@ -13,12 +13,15 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
 from ..timeutil import DAY_MS
 from .generator import MALFORMED_SAMPLES, as_wire
 from .live import backfill_events, live_events
+
+if TYPE_CHECKING:
+    from ..broker.local_kafka import LocalKafka
 
 SPEED = 60.0
 
@@ -28,7 +31,7 @@ def _print(line: str) -> None:
     sys.stdout.flush()
 
 
-def _local_broker(root: Path) -> Any:
+def _local_broker(root: Path) -> LocalKafka:
     """The demo's own broker, fetched with Maven on the first run; not started yet."""
     from ..broker.local_kafka import LocalKafka, fetch_kafka, kafka_version, libs_dir
 
@@ -117,28 +120,54 @@ def _follow(settings: Settings, stop: threading.Event) -> None:
         consumer.close()
 
 
-def _stop_like_ctrl_c(signum: int, _frame: object) -> None:
-    """SIGTERM and SIGHUP (`timeout`, `kill`, a closed terminal) stop the demo the way Ctrl-C does, so
-    the worker (in its own session) and the broker are stopped too instead of being left running."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+def _say(line: str) -> None:
+    """`_print` while stopping, where the output may be gone (a closed terminal: EIO) or busy (a signal
+    handler's print during the main thread's own): a lost line must not cut the clean-up short."""
+    try:
+        _print(line)
+    except (OSError, ValueError, RuntimeError):
+        pass
 
 
-def _already_stopping(_signum: int, _frame: object) -> None:
-    _print("demo: already stopping: the worker commits its transaction, then the broker stops (at most a minute)")
+class _StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP (`timeout`, `kill`, a closed terminal) stop the demo: the first one
+    raises KeyboardInterrupt, so that the worker (in its own session) and the broker are stopped too
+    instead of being left running. Any later one, and any during the clean-up, only says so: a second
+    signal must not cut the clean-up short (Ctrl-C pressed again; `timeout -s INT`, which signals the
+    process and then its whole process group; the two SIGHUPs of a closed terminal). A signal the demo
+    was started with ignored (a background job's SIGINT, `nohup`'s SIGHUP) stays ignored."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-def _finish_stopping_undisturbed() -> None:
-    """A second signal while stopping (Ctrl-C pressed again; `timeout`, which signals the process and then
-    its whole process group) must not cut the clean-up short: that would leave the worker running."""
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, _already_stopping)
+    def __init__(self) -> None:
+        self.stopping = False
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.SIGNALS:
+            current = signal.getsignal(signum)
+            if current is not signal.SIG_IGN:
+                self.previous[signum] = current
+                signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.stopping:
+            _say("demo: already stopping: the worker and the broker are being stopped cleanly")
+            return
+        self.stopping = True
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
 
 
 def run_demo(seed: int = 7) -> int:
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, _stop_like_ctrl_c)
+    signals = _StopSignals()
+    signals.install()
     root = Path(os.environ.get("STREAM_APP_DEMO_DIR", "var/demo"))
     root.mkdir(parents=True, exist_ok=True)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -146,8 +175,9 @@ def run_demo(seed: int = 7) -> int:
     stop = threading.Event()
     follower: threading.Thread | None = None
     worker: subprocess.Popen[bytes] | None = None
-    # Everything started from here on is stopped in `finally`, whenever Ctrl-C (or SIGTERM) comes: while
-    # the broker starts, while the backfill is written, or while the worker runs.
+    # The broker, the follower and the worker are stopped in `finally`, whenever Ctrl-C (or SIGTERM) comes:
+    # while the broker starts, while the backfill is written, or while the worker runs (the producer
+    # thread is a daemon; it ends with the process).
     try:
         if broker is not None:
             _print(f"demo: starting the local Kafka broker on {broker.bootstrap} (data in {broker.data_dir})")
@@ -174,11 +204,10 @@ def run_demo(seed: int = 7) -> int:
         _print(f"demo: the worker exited with {worker.returncode}; see {log_path}")
         return 1
     except KeyboardInterrupt:
-        _finish_stopping_undisturbed()
-        _print("\ndemo: stopping...")
+        _say("\ndemo: stopping...")
         return 0
     finally:
-        _finish_stopping_undisturbed()
+        signals.stopping = True
         stop.set()
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
@@ -190,7 +219,8 @@ def run_demo(seed: int = 7) -> int:
             follower.join(5)
         if broker is not None:
             broker.stop()
-        _print("demo: stopped")
+        _say("demo: stopped")
+        signals.restore()
 
 
 def _demo_settings(root: Path, bootstrap: str, local_broker: bool) -> tuple[Settings, dict[str, str]]:
