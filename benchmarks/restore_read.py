@@ -1,29 +1,35 @@
 """What reading a changelog costs a restore, apart from RocksDB: N records like a profile's changelog
 record (a key, a 180-byte value, a 40-byte `schedule-entry` header) in one partition, read back to
-the partition's end the way `stream_app/driver/restore.py` reads them (read_committed, `consume` of
-20,000 with a 50 ms timeout, the end-of-partition event), in three variants, each timed in wall and
-in process CPU seconds (the process's every thread: librdkafka's too):
+the partition's end the way `stream_app/driver/restore.py` reads them (the worker's restore reader,
+`consume` of 20,000 with a 50 ms timeout, the end-of-partition event), in three variants, each timed
+in wall and in process CPU seconds (the process's every thread: librdkafka's too):
 
 - `without headers()`: key, value and offset of every record;
-- `with headers()`: the same, and the entry looked up in `Message.headers()`, as a restore does;
+- `with headers()`: the restore's own `changelog_record` (the entry looked up in `Message.headers()`);
 - `with headers(), fetch.queue.backoff.ms 10`: librdkafka's default (1,000 ms) stops fetching a
   partition for a second once its local queue holds `queued.min.messages` (100,000).
 
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 .venv/bin/python benchmarks/restore_read.py [--records 200000] [--rounds 3]
+    .venv/bin/python benchmarks/restore_read.py [--records 200000] [--rounds 3]
 
-The topic (`restore-read-<N>`) is written once and kept for later runs on the same broker.
+A private local broker, unless KAFKA_BOOTSTRAP_SERVERS names one; there the topic
+(`restore-read-<N>`) is written once and kept for later runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from reliability_harness import broker_unless_given
+from stream_app.driver.clients import SlotConfig
+from stream_app.driver.restore import CHUNK, changelog_record
 from stream_app.engine.schedule_entry import HEADER
 
 VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
@@ -59,26 +65,19 @@ def write_once(bootstrap: str, topic: str, records: int) -> None:
 
 
 def read_to_end(bootstrap: str, topic: str, headers: bool, extra: dict[str, Any]) -> tuple[int, float, float]:
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "restore-read-unused", "enable.auto.commit": False,
-                       "enable.partition.eof": True, "isolation.level": "read_committed", "fetch.wait.max.ms": 10,
-                       "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024, **extra})
+    slot = SlotConfig(bootstrap_servers=bootstrap, group_id="restore-read", instance_id="bench")
+    reader = Consumer({**slot.reader_config("restore", fetch_wait_ms=10), **extra})  # the worker's restore reader
     reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     read, ended = 0, False
     wall, cpu = time.perf_counter(), time.process_time()
     while not ended:
         chunk = []
-        for message in reader.consume(20_000, timeout=0.05):
+        for message in reader.consume(CHUNK, timeout=0.05):
             error = message.error()
             if error is not None:
                 ended = ended or error.code() == KafkaError._PARTITION_EOF
                 continue
-            entry = None
-            if headers:
-                for name, data in message.headers() or ():
-                    if name == HEADER:
-                        entry = data
-                        break
-            chunk.append((message.key(), message.value(), entry))
+            chunk.append(changelog_record(message) if headers else (message.key(), message.value(), None))
             message.offset()
         read += len(chunk)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -91,14 +90,18 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    bootstrap, broker = broker_unless_given(Path(tempfile.mkdtemp(prefix="restore-read-")))
     topic = f"restore-read-{args.records}"
-    write_once(bootstrap, topic, args.records)
-    for round_ in range(1, args.rounds + 1):
-        for name, (headers, extra) in VARIANTS.items():
-            read, wall, cpu = read_to_end(bootstrap, topic, headers, extra)
-            print(f"round {round_}  {name:<44} {read} records: {wall:.2f} s wall ({read / wall:,.0f}/s), "
-                  f"{cpu:.2f} s CPU ({cpu / read * 1e6:.1f} us per record)", flush=True)
+    try:
+        write_once(bootstrap, topic, args.records)
+        for round_ in range(1, args.rounds + 1):
+            for name, (headers, extra) in VARIANTS.items():
+                read, wall, cpu = read_to_end(bootstrap, topic, headers, extra)
+                print(f"round {round_}  {name:<44} {read} records: {wall:.2f} s wall ({read / wall:,.0f}/s), "
+                      f"{cpu:.2f} s CPU ({cpu / read * 1e6:.1f} us per record)", flush=True)
+    finally:
+        if broker is not None:
+            broker.stop()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,20 @@ from typing import Any, Callable, Iterator
 from stream_app.broker.cluster import LocalKafkaCluster
 from stream_app.broker.local_kafka import BrokerError, LocalKafka, free_port
 from stream_app.timeutil import format_timestamp
+
+
+def free_port_pair() -> int:
+    """A free port whose next one is free too: `stream-app demo` and `stream-app kafka up` put their
+    broker's controller on the port after the broker's."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+
 
 REPO = Path(__file__).resolve().parents[1]
 

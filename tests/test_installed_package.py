@@ -15,6 +15,8 @@ import pytest
 
 from stream_app.broker.local_kafka import free_port
 
+from .helpers import free_port_pair
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow]
 
@@ -53,7 +55,7 @@ def test_validate_list_and_replay_from_another_folder(installed: Path, tmp_path:
 
 
 def test_a_short_demo_from_another_folder(installed: Path, tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port_pair()
     env = dict(os.environ, STREAM_APP_DEMO_DIR=str(tmp_path / "demo"), STREAM_APP_KAFKA_PORT=str(port),
                STREAM_APP_WEB_PORT=str(free_port()))
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)

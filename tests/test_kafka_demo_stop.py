@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ import pytest
 
 from stream_app.broker.local_kafka import LocalKafka
 
-from .helpers import REPO, Names, free_port, wait_for
+from .helpers import REPO, Names, free_port, free_port_pair, wait_for
 
 pytestmark = [pytest.mark.kafka]
 
@@ -29,18 +28,6 @@ pytestmark = [pytest.mark.kafka]
 # an ignored SIGINT ignored
 DEMO = [sys.executable, "-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "runpy.run_module('stream_app', run_name='__main__')", "demo"]
-
-
-def free_port_pair() -> int:
-    """A free port whose next one is free too (the demo's broker listens on both)."""
-    while True:
-        port = free_port()
-        try:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
 
 
 @contextmanager

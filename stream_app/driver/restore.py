@@ -100,8 +100,8 @@ def restore(reader: Consumer, stores: Sequence[PartitionStore], timeout_s: float
 
 def changelog_record(message: Any) -> tuple[bytes, bytes | None, bytes | None]:
     """(key, profile or None for a tombstone, the profile's schedule entry from the record's header or
-    None: written without one). A tombstone's header is not read (`headers()` costs about 1 us of CPU a
-    call: benchmarks/restore_read.py)."""
+    None: written without one). A tombstone's header is not read (the header costs 1 to 2 us of CPU a
+    record: benchmarks/restore_read.py)."""
     value = message.value()
     if value is not None:
         headers = message.headers()
