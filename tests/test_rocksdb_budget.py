@@ -30,8 +30,16 @@ def test_partitions_share_one_bounded_cache_and_flush_their_memtables(tmp_path):
     assert 0 < written["memtables"] <= budget // 2 + 4 * MIB, written  # flushed at half the budget (+ one memtable each)
     for n, key in enumerate(keys[::3]):  # reads fill the shared block cache
         assert stores[(n * 3) % 4].get(key) is not None
+    pinned_before = shared.cache.get_pinned_usage()
     read = shared.usage()
-    assert budget // 2 < read["cache"] <= budget * 1.05, read  # one cache, bounded by the budget, used
+    pinned = max(pinned_before, shared.cache.get_pinned_usage())
+    # one cache, used, and bounded: RocksDB's LRU cache is sharded (512 KiB shards at this budget) and
+    # evicts only entries nobody holds, so a shard whose held entries (the memtables' 256 KiB charges,
+    # pinned L0 index and filter blocks) exceed its share stays above it: at most budget + held bytes.
+    # CI once saw 8.9 MB of an 8 MiB budget this way; without a shared bounded cache the reads alone
+    # would hold about 30 MB
+    assert budget // 2 < read["cache"] <= budget + pinned, (read, pinned)
+    assert pinned < budget, pinned
     assert all(store.next_changelog_offset() == len(keys) for store in stores)
     for store in stores:
         store.close()
