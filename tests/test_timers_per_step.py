@@ -171,6 +171,12 @@ _A = ("a", 0, 0, 0)
 @example(steps_=[("batch", [_A] * 3, 0), ("batch", [_A], 0), ("batch", [_A] * 5, 0), ("tick", 1000, None),
                  ("tick", 1000, None), ("batch", [_A] * 4, 0), ("batch", [_A] * 2, 0), ("batch", [_A] * 2, 0),
                  ("batch", [_A, ("c", 0, 0, 0), ("b", 1_860_000, 0, 0)], 0), ("batch", [("c", 0, 0, 0)], 0)])
+# found by the search (CI, 2026-12-01): user a's cart comes due by a tick and stays due under a bound of
+# 1; b's next event begins a backfill, and a, parked on the backfill clock, met its own late event before
+# its older timer (an unbounded engine fired a's cart on the live clock before the backfill began)
+@example(steps_=[("tick", 1000, None), *[("batch", [], 0)] * 5, ("batch", [_A] * 4, 0), ("batch", [_A] * 5, 0),
+                 ("batch", [_A, _A, _A, ("b", 0, 0, 0), _A, ("a", 1, 0, 0)], 0), ("tick", 3_600_000, None),
+                 ("batch", [("b", 0, 0, 0)], 0), ("tick", 1000, None), *[("batch", [], 0)] * 7, ("batch", [_A], 0)])
 def test_users_left_due_across_steps_end_as_without_the_bound(steps_):
     """Users left due by one step meet the next steps' events, erasures, refreshes and definitions:
     each is decided in its own order (a user's due timers fire before its event), so the run ends with

@@ -186,6 +186,12 @@ class PartitionEngine:
         self.last_arrival_wall: int | None = None
         self.backfill_max_ts: int | None = None  # newest backfill event read; None: no backfill running
         self.last_backfill_wall: int | None = None
+        # the live clock when a backfill began while the bound per call had left users due on it: those
+        # due by then fire on the live clock, as an unbounded call fired them before the backfill began
+        # (None: no such users left). Not stored: a rebuilt schedule cannot tell those users from the
+        # backfill's own (parked) ones, so after a restart they follow the backfill clock instead
+        # (docs/architecture.md, "A bounded number of users fire per transaction")
+        self.live_due_before_backfill: int | None = None
         # scored RFM users: user -> (last order, F, M, current rfm member), as of the user's time
         self.rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
         # the definitions version every stored user is decided under (a new partition's: the current)
@@ -215,7 +221,8 @@ class PartitionEngine:
     # -- an aborted transaction --------------------------------------------------------------------
     def _scalars(self) -> tuple[Any, ...]:
         return (self.cfg, self.clock, self.max_event_ts, self.last_arrival_wall, self.backfill_max_ts,
-                self.last_backfill_wall, self.saved_definitions, self.definitions_pass, self.unfinished_pass)
+                self.last_backfill_wall, self.saved_definitions, self.definitions_pass, self.unfinished_pass,
+                self.live_due_before_backfill)
 
     def checkpoint(self) -> None:
         """The results returned so far are committed (their writes are in the store): `rollback` returns
@@ -238,7 +245,8 @@ class PartitionEngine:
         if rfm_undo is None:
             raise RuntimeError("rollback needs an engine made with undo=True")
         (self.cfg, self.clock, self.max_event_ts, self.last_arrival_wall, self.backfill_max_ts,
-         self.last_backfill_wall, self.saved_definitions, self.definitions_pass, self.unfinished_pass) = self._checkpoint
+         self.last_backfill_wall, self.saved_definitions, self.definitions_pass, self.unfinished_pass,
+         self.live_due_before_backfill) = self._checkpoint
         if self.definitions_pass is not None:
             self.definitions_pass.rollback()
         self.schedule.rollback()
@@ -298,6 +306,7 @@ class PartitionEngine:
                 rfm_index[user_id] = rfm_value
             memberships.extend(members.items())
         self.schedule.load(dues)  # one heapify; no undo record of every user
+        self.live_due_before_backfill = None  # (see __init__)
         self.rfm_index = rfm_index
         self.rebuilt_profiles = profiles
         self.computed_entries = computed
@@ -369,6 +378,7 @@ class PartitionEngine:
         """The backfill has drained: its users follow the live clock from now on."""
         self.backfill_max_ts = None
         self.last_backfill_wall = None
+        self.live_due_before_backfill = None  # (they follow the live clock again, as everyone)
         for user_id, due in self.parked.take_all().items():
             self.schedule.set(user_id, due)
 
@@ -401,6 +411,7 @@ class PartitionEngine:
         # Asked once per batch: with none left due at its start, no event's user can be
         clock, backfill_clock = self.clock, self.backfill_clock
         left_due = self.left_due
+        no_backfill = self.backfill_max_ts is None
         deciding = self.definitions_pass  # a user it has not reached is decided again first
         for record, event in decoded:
             if isinstance(event, InvalidEvent):
@@ -441,6 +452,9 @@ class PartitionEngine:
                 batch.add(changes, True)
             else:
                 batch.changes.extend(changes)
+        if left_due and no_backfill and self.backfill_max_ts is not None:
+            # this batch began a backfill: the users still due on the live clock fire on it
+            self.live_due_before_backfill = clock
         if any_valid:
             self.last_arrival_wall = wall_ms
             horizon = min(self.max_event_ts, wall_ms) if self.use_wall_clock else self.max_event_ts
@@ -536,9 +550,23 @@ class PartitionEngine:
         users. A user due by the live clock who follows the backfill clock is parked until that clock.
         At most `timers_per_step` users in all, half of them at least for the live schedule while a
         backfill runs (a long backfill never holds up live users' timers); the others stay due for the
-        next call. Users are independent of each other, so the order among them changes nothing."""
+        next call. Users are independent of each other, so the order among them changes nothing.
+        Users left due on the live clock when a backfill began fire first, on the live clock up to that
+        moment: an unbounded call fired them then, before the backfill began (and, were they parked on the
+        backfill clock instead, their own late events would come before their older timers)."""
         budget = self.timers_per_step
         clock, backfill_clock = self.clock, self.backfill_clock
+        before = self.live_due_before_backfill
+        if before is not None:  # first the users left due when the backfill began
+            users = self.schedule.pop_due(before, budget)
+            for user_id in users:
+                self._fire(batch, result, user_id, before, wall_ms, backfill=False)
+            if not self._due_by(before):
+                self.live_due_before_backfill = None
+            if budget is not None:
+                budget -= len(users)
+                if budget <= 0:
+                    return  # the bound is reached: the others at the next calls
         if backfill_clock is not None:
             if budget is not None:  # the live schedule's share first
                 live = self.schedule.pop_due(clock, max(1, budget // 2))
@@ -568,16 +596,26 @@ class PartitionEngine:
         """Whether users whose clock has passed their due time wait for a next call (the bound per call).
         A change of definitions or of RFM population waits until none does (the worker's processor), so
         that every timer due before it is decided under what it replaces."""
-        due = self.schedule.next_due()
-        if due is not None and due <= self.clock:
+        if self._due_by(self.clock):
             return True
         parked, backfill_clock = self.parked.next_due(), self.backfill_clock
         return parked is not None and backfill_clock is not None and parked <= backfill_clock
 
+    def _due_by(self, clock: int) -> bool:
+        due = self.schedule.next_due()
+        return due is not None and due <= clock
+
     def _fire_if_due(self, batch: _Batch, result: BatchResult, user_id: str, wall_ms: int,
                      clock: int, backfill_clock: int | None) -> None:
         """Fire one user's timers if ``clock`` (or ``backfill_clock``, for a parked user) has passed its due
-        time: what `_advance` would have done for it at those clocks, had no bound left it due."""
+        time: what `_advance` would have done for it at those clocks, had no bound left it due. A user
+        left due on the live clock when a backfill began fires on it first, up to that clock."""
+        before = self.live_due_before_backfill
+        if before is not None:
+            due = self.schedule.due_of(user_id)
+            if due is not None and due <= before:
+                self.schedule.discard(user_id)
+                self._fire(batch, result, user_id, before, wall_ms, backfill=False)
         due = self.parked.due_of(user_id)
         if due is not None and backfill_clock is not None and due <= backfill_clock:
             self.parked.discard(user_id)
