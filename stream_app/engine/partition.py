@@ -186,9 +186,9 @@ class PartitionEngine:
         self.last_arrival_wall: int | None = None
         self.backfill_max_ts: int | None = None  # newest backfill event read; None: no backfill running
         self.last_backfill_wall: int | None = None
-        # the live clock when a backfill began while the bound per call had left users due on it: those
-        # due by then fire on the live clock, as an unbounded call fired them before the backfill began
-        # (None: no such users left). Not stored: a rebuilt schedule cannot tell those users from the
+        # the live clock when a backfill began while the bound per call had left users due on it, or a
+        # pass of new definitions had not reached every user: those due by then fire on the live clock,
+        # as an unbounded call fired them before the backfill began (None: no such users left). Not stored: a rebuilt schedule cannot tell those users from the
         # backfill's own (parked) ones, so after a restart they follow the backfill clock instead
         # (docs/architecture.md, "A bounded number of users fire per transaction")
         self.live_due_before_backfill: int | None = None
@@ -452,8 +452,9 @@ class PartitionEngine:
                 batch.add(changes, True)
             else:
                 batch.changes.extend(changes)
-        if left_due and no_backfill and self.backfill_max_ts is not None:
-            # this batch began a backfill: the users still due on the live clock fire on it
+        if (left_due or deciding is not None) and no_backfill and self.backfill_max_ts is not None:
+            # this batch began a backfill: the users still due on the live clock, and those the running
+            # pass makes due by it, fire on it
             self.live_due_before_backfill = clock
         if any_valid:
             self.last_arrival_wall = wall_ms
@@ -543,7 +544,7 @@ class PartitionEngine:
         profile = batch.load(user_id)
         dues = batch.dues[user_id]
         batch.changes.extend(reevaluate(user_id, profile, self.cfg, loaded_at, dues))
-        self._reschedule(user_id, profile, wall_ms, dues)
+        self._reschedule(user_id, profile, wall_ms, dues, decided_again=True)
 
     def _advance(self, batch: _Batch, result: BatchResult, wall_ms: int) -> None:
         """Fire the timers each clock has passed: the live schedule's users and the backfill's (parked)
@@ -561,8 +562,6 @@ class PartitionEngine:
             users = self.schedule.pop_due(before, budget)
             for user_id in users:
                 self._fire(batch, result, user_id, before, wall_ms, backfill=False)
-            if not self._due_by(before):
-                self.live_due_before_backfill = None
             if budget is not None:
                 budget -= len(users)
                 if budget <= 0:
@@ -650,9 +649,19 @@ class PartitionEngine:
         self.schedule.discard(user_id)
         self.parked.discard(user_id)
 
-    def _reschedule(self, user_id: str, profile: Profile, wall_ms: int, dues: RuleDues | None = None) -> None:
+    def _reschedule(self, user_id: str, profile: Profile, wall_ms: int, dues: RuleDues | None = None,
+                    decided_again: bool = False) -> None:
+        """The user's next due time, on the schedule of the clock it follows. A user the pass of new
+        definitions decides after a backfill began is untouched since before it (a pass decides a user
+        before anything else touches it): an unbounded pass had decided it then, so a due time by the
+        clock the backfill found stays on the live schedule, and fires there first (`_advance`)."""
         due = next_due(profile, self.cfg, dues)
         if self.backfill_max_ts is not None and self._follows_backfill(profile, wall_ms):
+            before = self.live_due_before_backfill
+            if decided_again and before is not None and due is not None and due <= before:
+                self.parked.discard(user_id)
+                self.schedule.set(user_id, due)
+                return
             self.schedule.discard(user_id)
             self.parked.set(user_id, due)
         else:
@@ -681,6 +690,9 @@ class PartitionEngine:
         for structure, count in bounds.take_evictions().items():
             result.counts[f"evicted:{structure}"] += count
         result.writes[CLOCK_KEY] = self._clock_state()
+        before = self.live_due_before_backfill
+        if before is not None and self.definitions_pass is None and not self._due_by(before):
+            self.live_due_before_backfill = None  # every user it held back has fired
         result.clock = self.clock
         result.backfill_clock = self.backfill_clock
         self._keep_hot(batch, result)  # last: nothing of a batch that raised before this is kept
