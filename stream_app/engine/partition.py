@@ -411,7 +411,6 @@ class PartitionEngine:
         # Asked once per batch: with none left due at its start, no event's user can be
         clock, backfill_clock = self.clock, self.backfill_clock
         left_due = self.left_due
-        no_backfill = self.backfill_max_ts is None
         deciding = self.definitions_pass  # a user it has not reached is decided again first
         for record, event in decoded:
             if isinstance(event, InvalidEvent):
@@ -446,16 +445,18 @@ class PartitionEngine:
             changes = take_event(user_id, profile, event, cfg, batch.dues[user_id])
             if backfill_before is not None and ts < backfill_before:
                 counts["backfill"] += 1
-                if self.backfill_max_ts is None or ts > self.backfill_max_ts:
+                if self.backfill_max_ts is None:
+                    if left_due or deciding is not None:
+                        # this event begins a backfill: the users still due on the live clock, and those
+                        # the running pass makes due by it when it reaches them, fire on it
+                        self.live_due_before_backfill = clock
+                    self.backfill_max_ts = ts
+                elif ts > self.backfill_max_ts:
                     self.backfill_max_ts = ts
                 self.last_backfill_wall = wall_ms
                 batch.add(changes, True)
             else:
                 batch.changes.extend(changes)
-        if (left_due or deciding is not None) and no_backfill and self.backfill_max_ts is not None:
-            # this batch began a backfill: the users still due on the live clock, and those the running
-            # pass makes due by it, fire on it
-            self.live_due_before_backfill = clock
         if any_valid:
             self.last_arrival_wall = wall_ms
             horizon = min(self.max_event_ts, wall_ms) if self.use_wall_clock else self.max_event_ts
