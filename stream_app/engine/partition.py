@@ -191,10 +191,11 @@ class PartitionEngine:
         self.last_backfill_wall: int | None = None
         self.backfill_began: int | None = None  # the running backfill, by the wall clock it began at
         # the calls since the bound first left work for later (users left due, a pass of new definitions
-        # not done): (live clock, backfill clock, wall clock) at each one's end, the live clocks rising. A
-        # live user due by one of them is fired as of the first such call and of every one since, as an
-        # unbounded engine fired it then (`_catch_up`); the fourth: which backfill ran (`backfill_began`). Not stored: after a restart they are fired as of the call that
-        # fires them (docs/architecture.md, "A bounded number of users fire per transaction")
+        # not done): (live clock, backfill clock, wall clock, `backfill_began`) at each one's end, the live
+        # clocks rising. A live user due by one of them is fired as of the first such call and of every
+        # one since, as an unbounded engine fired it then (`_catch_up`). Not stored: after a restart they
+        # are fired as of the call that fires them (docs/architecture.md, "A bounded number of users fire
+        # per transaction")
         self.deferred_calls: list[tuple[int, int | None, int, int | None]] = []
         # a running pass's start, as one of those calls: as of it the pass decides every user
         self.pass_started: tuple[int, int | None, int, int | None] | None = None
