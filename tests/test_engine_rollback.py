@@ -58,8 +58,7 @@ def _state(engine: PartitionEngine) -> tuple[Any, ...]:
     definitions_pass = None if running is None else (running.version, running.loaded_at, running.users, running.next, sorted(running.left))
     return (engine.clock, engine.max_event_ts, engine.last_arrival_wall, engine.backfill_max_ts, engine.last_backfill_wall,
             engine.saved_definitions, engine.cfg.version, engine.cfg.rfm_population, _schedule(engine.schedule),
-            _schedule(engine.parked), dict(engine.rfm_index), engine.next_due(), definitions_pass, list(engine.deferred_calls),
-            engine.pass_started, engine.backfill_began)
+            _schedule(engine.parked), dict(engine.rfm_index), engine.next_due(), definitions_pass, engine.live_due_before_backfill)
 
 
 def _output(result) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]

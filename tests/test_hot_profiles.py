@@ -77,7 +77,7 @@ def concrete_steps(steps_: list) -> list[tuple[str, Any, int]]:
             out.append(("refresh", Population(arg), wall))
         else:
             # a threshold and a timer rule: new definitions change memberships and due times, earlier or later
-            cart = (30, 10, 45, 180)[arg] * MINUTE_MS  # (180: longer than the backfill age)
+            cart = (30, 10, 45, 20)[arg] * MINUTE_MS
             out.append(("definitions", (replace(CFG, intent_threshold=3 + arg, cart_abandon_after_ms=cart, version=f"v{arg}"),
                                         wall + n), wall))
     return out

@@ -187,50 +187,6 @@ _A = ("a", 0, 0, 0)
 # begins a backfill in the batch that holds a's late event, and the pass, reaching a there, parked it
 @example(steps_=[("batch", [("b", 0, 0, 0), ("a", 1, 0, 0)], 0), ("definitions", 0, None), ("batch", [], 2 * HOUR_MS),
                  ("tick", 1000, None), ("batch", [("b", 0, 0, 0), _A], 0)])
-# found by the search against a first version of `_catch_up`: a pass begun during a backfill reaches b
-# after that backfill drained and another began; an unbounded pass had parked b under the first, and its
-# drain sent b back to the live clock
-@example(steps_=[("batch", [], 0),
-                 ("tick", 1000, None),
-                 ("tick", 1000, None),
-                 ("batch", [*[_A] * 4], 0),
-                 ("tick", 1000, None),
-                 ("batch", [*[_A] * 2], 0),
-                 ("batch", [_A, ("b", 0, 3, 0), *[_A] * 3], 0),
-                 ("batch", [*[_A] * 2], 0),
-                 ("batch", [*[_A] * 3], 0),
-                 ("batch", [*[_A] * 6], 0),
-                 ("tick", 1000, None),
-                 ("tick", 1000, None),
-                 ("batch", [*[_A] * 2], 0),
-                 ("batch", [*[("a", 86400000, 0, 0)] * 2, *[("a", 259200001, 0, 0)] * 2, ("a", 691200000, 0, 0),
-                            ("a", 259200001, 0, 0)], 0),
-                 ("tick", 1000, None),
-                 ("definitions", 0, None),
-                 ("batch", [("a", 60000, 0, 0), ("c", 691200000, 0, 0)], 0),
-                 ("tick", 86400000, None),
-                 ("batch", [*[_A] * 3], 0),
-                 ("batch", [("b", 0, 0, 0)], 0)])
-# found by the search: a pass begun during a backfill reaches b two hours of wall time later, where b
-# is older than the backfill age; judged by that wall clock it waited for the backfill clock, where an
-# unbounded pass had fired it on the live clock, and b's erasure came first
-@example(steps_=[("batch", [_A], 0),
-                 ("tick", 1000, None),
-                 ("tick", 1000, None),
-                 ("tick", 1000, None),
-                 ("batch", [], 0),
-                 ("tick", 1000, None),
-                 ("batch", [], 0),
-                 ("batch", [*[_A] * 2], 0),
-                 ("definitions", 1, None),
-                 ("batch", [*[_A] * 2], 0),
-                 ("batch", [*[_A] * 4], 0),
-                 ("tick", 1000, None),
-                 ("tick", 1000, None),
-                 ("batch", [*[_A] * 3], 0),
-                 ("batch", [*[_A] * 4, ("b", 1740000, 0, 0), ("a", 1860000, 0, 0)], 10000),
-                 ("definitions", 0, None),
-                 ("batch", [*[_A] * 2, ("b", 0, 0, 0)], 7200000)])
 def test_users_left_due_across_steps_end_as_without_the_bound(steps_):
     """Users left due by one step meet the next steps' events, erasures, refreshes and definitions:
     each is decided in its own order (a user's due timers fire before its event), so the run ends with

@@ -23,14 +23,12 @@ A worker's engine fires the timers of at most `timers_per_step` users per call (
 jumps after a pause, can make every user of the partition due at once, and one call firing them all
 would hold one transaction open for longer than its timeout (the coordinator then aborts it and fences
 the process). The others stay due (`left_due`) and fire at the next calls, each user's own timers in
-order at their own due times and as of the calls an unbounded engine fired them at (`deferred_calls`,
-`_catch_up`), so the transitions are the same; only their `emitted_at` is later. A
+order at their own due times, so the transitions are the same; only their `emitted_at` is later. A
 user's event, erasure or RFM refresh fires that user's due timers first; new definitions or a new
 population wait until none is left due (the caller's rule: `reevaluate_all` and `refresh_population`
 expect it). New definitions decide at most half `timers_per_step` stored users per call
-(`decide_pending` goes on with the pass; engine/definitions_pass.py), each as of the pass's start (its
-timers due since fire with it; those due by this call's clock, at the next call); each user not reached
-yet is decided before anything else touches it. A replay does everything at once (no bound). docs/architecture.md, "A
+(`decide_pending` goes on with the pass; engine/definitions_pass.py) and leave the timers they make due
+to the next call's firing; each user not reached yet is decided before anything else touches it. A replay does everything at once (no bound). docs/architecture.md, "A
 bounded number of users fire per transaction".
 
 Hot profiles stay decoded across batches (`hot`, a bounded LRU, written through): each batch still
@@ -45,7 +43,6 @@ half-way leaves none of its changes there.
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Protocol
@@ -189,16 +186,12 @@ class PartitionEngine:
         self.last_arrival_wall: int | None = None
         self.backfill_max_ts: int | None = None  # newest backfill event read; None: no backfill running
         self.last_backfill_wall: int | None = None
-        self.backfill_began: int | None = None  # the running backfill, by the wall clock it began at
-        # the calls since the bound first left work for later (users left due, a pass of new definitions
-        # not done): (live clock, backfill clock, wall clock, `backfill_began`) at each one's end, the live
-        # clocks rising. A live user due by one of them is fired as of the first such call and of every
-        # one since, as an unbounded engine fired it then (`_catch_up`). Not stored: after a restart they
-        # are fired as of the call that fires them (docs/architecture.md, "A bounded number of users fire
-        # per transaction")
-        self.deferred_calls: list[tuple[int, int | None, int, int | None]] = []
-        # a running pass's start, as one of those calls: as of it the pass decides every user
-        self.pass_started: tuple[int, int | None, int, int | None] | None = None
+        # the live clock when a backfill began while the bound per call had left users due on it, or a
+        # pass of new definitions had not reached every user: those due by then fire on the live clock,
+        # as an unbounded call fired them before the backfill began (None: no such users left). Not stored: a rebuilt schedule cannot tell those users from the
+        # backfill's own (parked) ones, so after a restart they follow the backfill clock instead
+        # (docs/architecture.md, "A bounded number of users fire per transaction")
+        self.live_due_before_backfill: int | None = None
         # scored RFM users: user -> (last order, F, M, current rfm member), as of the user's time
         self.rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
         # the definitions version every stored user is decided under (a new partition's: the current)
@@ -216,8 +209,6 @@ class PartitionEngine:
             self.clock, self.max_event_ts = state[1], state[2]
             self.saved_definitions = state[3] if len(state) > 3 else ""
             self.backfill_max_ts = state[4] if len(state) > 4 else None
-            if self.backfill_max_ts is not None:
-                self.backfill_began = -1  # (a backfill begun before the restart)
             if len(state) > 6 and state[5] is not None:
                 self.unfinished_pass = (state[5], state[6])
         # with `undo` (the worker): what `rollback` needs to return to the last `checkpoint`
@@ -231,7 +222,7 @@ class PartitionEngine:
     def _scalars(self) -> tuple[Any, ...]:
         return (self.cfg, self.clock, self.max_event_ts, self.last_arrival_wall, self.backfill_max_ts,
                 self.last_backfill_wall, self.saved_definitions, self.definitions_pass, self.unfinished_pass,
-                tuple(self.deferred_calls), self.pass_started, self.backfill_began)
+                self.live_due_before_backfill)
 
     def checkpoint(self) -> None:
         """The results returned so far are committed (their writes are in the store): `rollback` returns
@@ -255,8 +246,7 @@ class PartitionEngine:
             raise RuntimeError("rollback needs an engine made with undo=True")
         (self.cfg, self.clock, self.max_event_ts, self.last_arrival_wall, self.backfill_max_ts,
          self.last_backfill_wall, self.saved_definitions, self.definitions_pass, self.unfinished_pass,
-         deferred_calls, self.pass_started, self.backfill_began) = self._checkpoint
-        self.deferred_calls = list(deferred_calls)
+         self.live_due_before_backfill) = self._checkpoint
         if self.definitions_pass is not None:
             self.definitions_pass.rollback()
         self.schedule.rollback()
@@ -316,8 +306,7 @@ class PartitionEngine:
                 rfm_index[user_id] = rfm_value
             memberships.extend(members.items())
         self.schedule.load(dues)  # one heapify; no undo record of every user
-        self.deferred_calls = []  # (see __init__)
-        self.pass_started = None
+        self.live_due_before_backfill = None  # (see __init__)
         self.rfm_index = rfm_index
         self.rebuilt_profiles = profiles
         self.computed_entries = computed
@@ -343,7 +332,7 @@ class PartitionEngine:
         backfill_clock = self.backfill_clock
         for user_id, (last_order, f, m, member) in list(self.rfm_index.items()):
             if rfm.name_for((last_order, f, m), population, cfg) != member:
-                self._decide_if_pending(batch, result, user_id, wall_ms)
+                self._decide_if_pending(batch, user_id, wall_ms)
                 self._fire_if_due(batch, result, user_id, wall_ms, self.clock, backfill_clock)  # the bound may have left it due
                 if user_id in batch.deleted:  # silent past the dormancy period: dropped, nothing to refresh
                     continue
@@ -389,7 +378,7 @@ class PartitionEngine:
         """The backfill has drained: its users follow the live clock from now on."""
         self.backfill_max_ts = None
         self.last_backfill_wall = None
-        self.backfill_began = None
+        self.live_due_before_backfill = None  # (they follow the live clock again, as everyone)
         for user_id, due in self.parked.take_all().items():
             self.schedule.set(user_id, due)
 
@@ -432,7 +421,7 @@ class PartitionEngine:
             if deciding is not None and user_id in deciding:
                 # decided under the new definitions first, and their timers due by now fired (the new
                 # due time may be earlier than the old one)
-                self._decide_if_pending(batch, result, user_id, wall_ms)
+                self._decide_if_pending(batch, user_id, wall_ms)
                 self._fire_if_due(batch, result, user_id, wall_ms, clock, backfill_clock)
             elif left_due:
                 self._fire_if_due(batch, result, user_id, wall_ms, clock, backfill_clock)
@@ -457,8 +446,12 @@ class PartitionEngine:
             if backfill_before is not None and ts < backfill_before:
                 counts["backfill"] += 1
                 if self.backfill_max_ts is None:
-                    self.backfill_began = wall_ms
-                if self.backfill_max_ts is None or ts > self.backfill_max_ts:
+                    if left_due or deciding is not None:
+                        # this event begins a backfill: the users still due on the live clock, and those
+                        # the running pass makes due by it when it reaches them, fire on it
+                        self.live_due_before_backfill = clock
+                    self.backfill_max_ts = ts
+                elif ts > self.backfill_max_ts:
                     self.backfill_max_ts = ts
                 self.last_backfill_wall = wall_ms
                 batch.add(changes, True)
@@ -517,25 +510,22 @@ class PartitionEngine:
             at = self.unfinished_pass[1]  # a pass a stopped process left half-way: the same transition ids
         self.unfinished_pass = None
         self.definitions_pass = DefinitionsPass(cfg.version, at, (key for key, _ in self.store.items() if key != CLOCK_KEY))
-        self.pass_started = (self.clock, self.backfill_clock, wall_ms, self.backfill_began)
         return self.decide_pending(wall_ms)
 
     def decide_pending(self, wall_ms: int) -> BatchResult:
         """The running pass's next users: all of them without a bound (then the timers due fire, as in a
-        replay); else at most half `timers_per_step`, each as of the pass's start and the calls since
-        (`_decide_again`); the timers due by this call's clock wait for the next call's firing (the
-        worker's punctuation ticks right after), so that a call with a pass does not touch more users
-        than a call without."""
+        replay); else at most half `timers_per_step`, and the timers they make due wait for the next
+        call's firing (the worker's punctuation ticks right after), so that a call with a pass does not
+        touch more users than a call without."""
         result = BatchResult()
         batch = _Batch(self.store, self.hot)
         running = self.definitions_pass
         budget = self.timers_per_step
         if running is not None:
             for user_id in running.take_next(None if budget is None else max(1, budget // 2)):
-                self._decide_again(batch, result, user_id, running.loaded_at, wall_ms)
+                self._decide_again(batch, user_id, running.loaded_at, wall_ms)
             if running.done:
                 self.definitions_pass = None
-                self.pass_started = None
                 self.saved_definitions = running.version
         if budget is None:
             self._advance(batch, result, wall_ms)
@@ -546,28 +536,16 @@ class PartitionEngine:
         """Whether a pass of new definitions has users left to decide."""
         return self.definitions_pass is not None
 
-    def _decide_if_pending(self, batch: _Batch, result: BatchResult, user_id: str, wall_ms: int) -> bool:
-        """Decide the user under the running pass's definitions if the pass has not reached it yet."""
+    def _decide_if_pending(self, batch: _Batch, user_id: str, wall_ms: int) -> None:
         running = self.definitions_pass
         if running is not None and running.take(user_id):
-            self._decide_again(batch, result, user_id, running.loaded_at, wall_ms)
-            return True
-        return False
+            self._decide_again(batch, user_id, running.loaded_at, wall_ms)
 
-    def _decide_again(self, batch: _Batch, result: BatchResult, user_id: str, loaded_at: int, wall_ms: int) -> None:
-        """Decide one user under the pass's definitions as an unbounded pass did when the pass began: the
-        user is untouched since (a pass decides a user before anything else touches it), so it goes on
-        the schedule it went on then, and a bounded engine fires its timers as of each call since."""
+    def _decide_again(self, batch: _Batch, user_id: str, loaded_at: int, wall_ms: int) -> None:
         profile = batch.load(user_id)
         dues = batch.dues[user_id]
         batch.changes.extend(reevaluate(user_id, profile, self.cfg, loaded_at, dues))
-        started = self.pass_started
-        if started is None or self.timers_per_step is None:  # (unbounded: `decide_pending` fires them)
-            self._reschedule(user_id, profile, wall_ms, dues)
-            return
-        clock, _backfill_clock, wall, backfill = started
-        self._reschedule(user_id, profile, wall, dues, backfill_ran=backfill is not None)
-        self._catch_up(batch, result, user_id, bisect_left(self.deferred_calls, (clock + 1,)), backfill, first=started)
+        self._reschedule(user_id, profile, wall_ms, dues, decided_again=True)
 
     def _advance(self, batch: _Batch, result: BatchResult, wall_ms: int) -> None:
         """Fire the timers each clock has passed: the live schedule's users and the backfill's (parked)
@@ -575,91 +553,38 @@ class PartitionEngine:
         At most `timers_per_step` users in all, half of them at least for the live schedule while a
         backfill runs (a long backfill never holds up live users' timers); the others stay due for the
         next call. Users are independent of each other, so the order among them changes nothing.
-
-        First the live users due by an earlier call's clock (`deferred_calls`: left due by the bound),
-        each as of the first call whose clock passed its due time and of every call since (`_catch_up`),
-        as an unbounded engine fired them then. A user the running pass has not reached is decided
-        first (`_decide_again`), which does the same from the pass's start."""
+        Users left due on the live clock when a backfill began fire first, on the live clock up to that
+        moment: an unbounded call fired them then, before the backfill began (and, were they parked on the
+        backfill clock instead, their own late events would come before their older timers)."""
         budget = self.timers_per_step
-        calls = self.deferred_calls
-        while calls and (budget is None or budget > 0):
-            due = self.schedule.next_due()
-            n = len(calls) if due is None else bisect_left(calls, (due,))
-            if n == len(calls):
-                break
-            clock, backfill_clock, wall, backfill = calls[n]
-            users = self.schedule.pop_due(clock, budget)
+        clock, backfill_clock = self.clock, self.backfill_clock
+        before = self.live_due_before_backfill
+        if before is not None:  # first the users left due when the backfill began
+            users = self.schedule.pop_due(before, budget)
             for user_id in users:
-                if not self._decide_if_pending(batch, result, user_id, wall_ms):
-                    self._fire_live_user(batch, result, user_id, wall, clock, backfill_clock)
-                    self._catch_up(batch, result, user_id, n + 1, backfill)
+                self._fire(batch, result, user_id, before, wall_ms, backfill=False)
             if budget is not None:
                 budget -= len(users)
-        if budget is not None and budget <= 0:
-            return  # the bound is reached: the others at the next calls
-        clock, backfill_clock = self.clock, self.backfill_clock
+                if budget <= 0:
+                    return  # the bound is reached: the others at the next calls
         if backfill_clock is not None:
             if budget is not None:  # the live schedule's share first
                 live = self.schedule.pop_due(clock, max(1, budget // 2))
                 for user_id in live:
-                    if not self._decide_if_pending(batch, result, user_id, wall_ms):
-                        self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
+                    self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
                 budget -= len(live)
             parked = self.parked.pop_due(backfill_clock, budget)
             for user_id in parked:
-                if not self._decide_if_pending(batch, result, user_id, wall_ms):
-                    self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
+                self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
             if budget is not None:
                 budget -= len(parked)
         for user_id in self.schedule.pop_due(clock, budget):
-            if not self._decide_if_pending(batch, result, user_id, wall_ms):
-                self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
-
-    def _catch_up(self, batch: _Batch, result: BatchResult, user_id: str, start: int, backfill: int | None,
-                  first: tuple[int, int | None, int, int | None] | None = None) -> None:
-        """Fire one user's timers as an unbounded engine did at ``first`` and at each of the deferred calls
-        from ``start`` on (live clock, backfill clock, wall clock, backfill running), the user placed
-        under ``backfill`` (the backfill it followed, if parked). A backfill that drained between two
-        calls sent its parked users back to the live schedule, as `_drain_backfill` did. A live user
-        skips to the first call whose clock passed its due time (most users: none, one search)."""
-        calls = self.deferred_calls
-        n, i = len(calls), start
-        while True:
-            if first is not None:
-                step, first = first, None
-            else:
-                if self.parked.due_of(user_id) is None:
-                    due = self.schedule.due_of(user_id)
-                    i = n if due is None else bisect_left(calls, (due,), i)
-                if i >= n:
-                    break
-                step = calls[i]
-                i += 1
-            clock, backfill_clock, wall, running = step
-            if running != backfill:
-                self._unpark(user_id)
-                backfill = running
-            due = self.parked.due_of(user_id)
-            if due is not None and backfill_clock is not None and due <= backfill_clock:
-                self.parked.discard(user_id)
-                self._fire(batch, result, user_id, backfill_clock, wall, backfill=True)
-            due = self.schedule.due_of(user_id)
-            if due is not None and due <= clock:
-                self.schedule.discard(user_id)
-                self._fire_live_user(batch, result, user_id, wall, clock, backfill_clock)
-        if backfill != self.backfill_began:
-            self._unpark(user_id)
-
-    def _unpark(self, user_id: str) -> None:
-        due = self.parked.due_of(user_id)
-        if due is not None:
-            self.parked.discard(user_id)
-            self.schedule.set(user_id, due)
+            self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
 
     def _fire_live_user(self, batch: _Batch, result: BatchResult, user_id: str, wall_ms: int,
                         clock: int, backfill_clock: int | None) -> None:
-        """A user taken from the live schedule: fired on the backfill clock if it follows the backfill
-        (by the wall clock ``wall_ms``), else on the live clock."""
+        """A user taken from the live schedule: fired on the backfill clock if it follows the backfill,
+        else on the live clock."""
         profile = batch.load(user_id)
         if backfill_clock is not None and self._follows_backfill(profile, wall_ms):
             self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
@@ -683,37 +608,34 @@ class PartitionEngine:
     def _fire_if_due(self, batch: _Batch, result: BatchResult, user_id: str, wall_ms: int,
                      clock: int, backfill_clock: int | None) -> None:
         """Fire one user's timers if ``clock`` (or ``backfill_clock``, for a parked user) has passed its due
-        time: what `_advance` would have done for it at those clocks, had no bound left it due (a live
-        user as of the earlier calls since the first whose clock passed its due time: `_catch_up`)."""
-        calls = self.deferred_calls
-        while True:  # each round fires the user's timers up to a later clock
-            due = self.parked.due_of(user_id)
-            if due is not None and backfill_clock is not None and due <= backfill_clock:
-                self.parked.discard(user_id)
-                self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
-                continue
+        time: what `_advance` would have done for it at those clocks, had no bound left it due. A user
+        left due on the live clock when a backfill began fires on it first, up to that clock."""
+        before = self.live_due_before_backfill
+        if before is not None:
             due = self.schedule.due_of(user_id)
-            if due is None or due > clock:
-                return
+            if due is not None and due <= before:
+                self.schedule.discard(user_id)
+                self._fire(batch, result, user_id, before, wall_ms, backfill=False)
+        due = self.parked.due_of(user_id)
+        if due is not None and backfill_clock is not None and due <= backfill_clock:
+            self.parked.discard(user_id)
+            self._fire(batch, result, user_id, backfill_clock, wall_ms, backfill=True)
+            return
+        due = self.schedule.due_of(user_id)
+        if due is not None and due <= clock:
             self.schedule.discard(user_id)
-            n = bisect_left(calls, (due,))
-            if n < len(calls) and calls[n][0] <= clock:
-                as_of_clock, as_of_backfill_clock, as_of_wall, backfill = calls[n]
-                self._fire_live_user(batch, result, user_id, as_of_wall, as_of_clock, as_of_backfill_clock)
-                self._catch_up(batch, result, user_id, n + 1, backfill)
-            else:
-                self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
+            self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
 
     def _fire(self, batch: _Batch, result: BatchResult, user_id: str, until: int, wall_ms: int, backfill: bool) -> None:
-        """Fire one user's timers up to ``until`` (a user the running pass has not reached is decided by
-        the caller first)."""
+        if self.definitions_pass is not None:
+            self._decide_if_pending(batch, user_id, wall_ms)
         profile = batch.load(user_id)
         dues = batch.dues[user_id]
         changes, dormant = advance(user_id, profile, until, self.cfg, dues)
         batch.add(changes, backfill)
         if dormant:
             batch.delete(user_id)
-            self.schedule.discard(user_id)
+            self.schedule.discard(user_id)  # (deciding it again just above may have scheduled it)
             self.parked.discard(user_id)
             result.counts["dropped_dormant"] += 1
         else:
@@ -729,11 +651,18 @@ class PartitionEngine:
         self.parked.discard(user_id)
 
     def _reschedule(self, user_id: str, profile: Profile, wall_ms: int, dues: RuleDues | None = None,
-                    backfill_ran: bool = True) -> None:
-        """The user's next due time, on the schedule of the clock it follows (by the wall clock
-        ``wall_ms``; ``backfill_ran`` false: as at a moment no backfill ran)."""
+                    decided_again: bool = False) -> None:
+        """The user's next due time, on the schedule of the clock it follows. A user the pass of new
+        definitions decides after a backfill began is untouched since before it (a pass decides a user
+        before anything else touches it): an unbounded pass had decided it then, so a due time by the
+        clock the backfill found stays on the live schedule, and fires there first (`_advance`)."""
         due = next_due(profile, self.cfg, dues)
-        if backfill_ran and self._follows_backfill(profile, wall_ms):
+        if self.backfill_max_ts is not None and self._follows_backfill(profile, wall_ms):
+            before = self.live_due_before_backfill
+            if decided_again and before is not None and due is not None and due <= before:
+                self.parked.discard(user_id)
+                self.schedule.set(user_id, due)
+                return
             self.schedule.discard(user_id)
             self.parked.set(user_id, due)
         else:
@@ -762,29 +691,13 @@ class PartitionEngine:
         for structure, count in bounds.take_evictions().items():
             result.counts[f"evicted:{structure}"] += count
         result.writes[CLOCK_KEY] = self._clock_state()
-        self._note_deferred(wall_ms)
+        before = self.live_due_before_backfill
+        if before is not None and self.definitions_pass is None and not self._due_by(before):
+            self.live_due_before_backfill = None  # every user it held back has fired
         result.clock = self.clock
         result.backfill_clock = self.backfill_clock
         self._keep_hot(batch, result)  # last: nothing of a batch that raised before this is kept
         return result
-
-    def _note_deferred(self, wall_ms: int) -> None:
-        """Keep this call's clocks while it leaves work for later (`deferred_calls`), and only the calls
-        whose clocks may still matter: a running pass may yet reach a user due by any of them."""
-        calls = self.deferred_calls
-        if not self.left_due and self.definitions_pass is None:
-            calls.clear()
-            return
-        if self.definitions_pass is None:  # only users due now: the calls before the earliest due time go
-            due = self.schedule.next_due()
-            del calls[:len(calls) if due is None else bisect_left(calls, (due,))]
-        clock, backfill_clock = self.clock, self.backfill_clock
-        if calls and calls[-1][0] >= clock:
-            return  # an earlier call with this clock: the first one passed these due times
-        if calls and calls[-1][1] is None and backfill_clock is None:
-            calls[-1] = (clock, None, wall_ms, None)  # without a backfill the wall clock decides nothing
-        else:
-            calls.append((clock, backfill_clock, wall_ms, self.backfill_began))
 
     def _keep_hot(self, batch: _Batch, result: BatchResult) -> None:
         """The batch's profiles, as just written, become the most recently used; the least recently used
