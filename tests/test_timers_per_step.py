@@ -227,3 +227,55 @@ def test_many_users_due_at_once_fire_a_bounded_number_per_call():
     assert not bounded.left_due
     assert _transitions(got) == _transitions(expected)
     assert sum(r["segment"] == "cart_abandoner" and r["to"] is not None for r in expected[1].transitions) == 50
+
+
+def test_a_user_the_pass_reaches_through_an_old_timer_during_a_backfill_fires_on_the_live_clock():
+    """Found by the second reading: new definitions bring x's cart timer forward (30 to 10 minutes)
+    while x is not decided yet; a backfill begins at T0+15 min; x's old timer (T0+30 min) takes it, the
+    pass decides it there, and its new timer (T0+10 min, due before the backfill began) must fire on
+    the live clock before x's own late event, as an unbounded engine fired it."""
+    from stream_app.events import Event
+
+    minute = 60_000
+    cart = {"product_id": "p0", "quantity": 1}
+    n = 0
+
+    def event(user: str, name: str, ts: int, props: dict | None = None) -> tuple[RawRecord, Event]:
+        nonlocal n
+        n += 1
+        return RawRecord(b""), Event(f"m{n}", user, "track", name, ts, props or {})
+
+    def run(bound: int | None) -> list[Any]:
+        nonlocal n
+        n = 0
+        steps = [
+            ("batch", [event("p1", "Product Viewed", T0), event("p2", "Product Viewed", T0),
+                       event("x", "Product Added", T0, cart)], T0),
+            ("definitions", None, T0 + 1),
+            ("batch", [event("p1", "Product Viewed", T0 + 15 * minute + 5000)], T0 + 15 * minute + 5000),
+            ("batch", [event("q", "Product Viewed", T0 - 120 * minute)], T0 + 15 * minute + 10000),
+            ("batch", [event("p1", "Product Viewed", T0 + 62 * minute)], T0 + 62 * minute),
+            ("batch", [event("x", "Product Added", T0 + 8 * minute, cart)], T0 + 62 * minute + 1000),
+        ]
+        store = InMemoryStore()
+        engine = PartitionEngine(0, store, CFG, timers_per_step=bound)
+        results = []
+        for kind, arg, wall in steps:
+            if kind == "batch":
+                result = engine.handle_decoded(arg, wall)
+            else:
+                result = engine.reevaluate_all(replace(CFG, cart_abandon_after_ms=10 * minute, version="v1"), wall,
+                                               loaded_at=wall)
+            store.write(result.writes, result.entries)
+            results.append(result)
+        wall = T0 + 3 * HOUR_MS
+        for _ in range(4):
+            results.append(engine.tick(wall))
+            store.write(results[-1].writes, results[-1].entries)
+            _drain(engine, wall, store, results)
+            wall += 2 * HOUR_MS
+        return _transitions(results, ("emitted_at", "historical"))
+
+    reference = run(None)
+    assert any('"cart_abandoner"' in line and '"user_id": "x"' in line for line in reference)
+    assert run(1) == reference

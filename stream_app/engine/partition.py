@@ -188,9 +188,10 @@ class PartitionEngine:
         self.last_backfill_wall: int | None = None
         # the live clock when a backfill began while the bound per call had left users due on it, or a
         # pass of new definitions had not reached every user: those due by then fire on the live clock,
-        # as an unbounded call fired them before the backfill began (None: no such users left). Not stored: a rebuilt schedule cannot tell those users from the
-        # backfill's own (parked) ones, so after a restart they follow the backfill clock instead
-        # (docs/architecture.md, "A bounded number of users fire per transaction")
+        # as an unbounded call fired them before the backfill began (None: no such users left). Not
+        # stored: a rebuilt schedule cannot tell those users from the backfill's own (parked) ones, so
+        # after a restart they follow the backfill clock instead (docs/architecture.md, "A bounded number
+        # of users fire per transaction")
         self.live_due_before_backfill: int | None = None
         # scored RFM users: user -> (last order, F, M, current rfm member), as of the user's time
         self.rfm_index: dict[str, tuple[int, int, float, str | None]] = {}
@@ -629,6 +630,16 @@ class PartitionEngine:
     def _fire(self, batch: _Batch, result: BatchResult, user_id: str, until: int, wall_ms: int, backfill: bool) -> None:
         if self.definitions_pass is not None:
             self._decide_if_pending(batch, user_id, wall_ms)
+            before = self.live_due_before_backfill
+            if backfill and before is not None:
+                # reached through a timer of its old schedule, and kept on the live clock by the decision
+                # (`_reschedule`): its new due times by that clock fire there first, as `_advance` does
+                due = self.schedule.due_of(user_id)
+                if due is not None and due <= before:
+                    self.schedule.discard(user_id)
+                    self._fire(batch, result, user_id, before, wall_ms, backfill=False)
+                    if user_id in batch.deleted:  # dropped as dormant
+                        return
         profile = batch.load(user_id)
         dues = batch.dues[user_id]
         changes, dormant = advance(user_id, profile, until, self.cfg, dues)
