@@ -611,12 +611,7 @@ class PartitionEngine:
         """Fire one user's timers if ``clock`` (or ``backfill_clock``, for a parked user) has passed its due
         time: what `_advance` would have done for it at those clocks, had no bound left it due. A user
         left due on the live clock when a backfill began fires on it first, up to that clock."""
-        before = self.live_due_before_backfill
-        if before is not None:
-            due = self.schedule.due_of(user_id)
-            if due is not None and due <= before:
-                self.schedule.discard(user_id)
-                self._fire(batch, result, user_id, before, wall_ms, backfill=False)
+        self._fire_held_back(batch, result, user_id, wall_ms)
         due = self.parked.due_of(user_id)
         if due is not None and backfill_clock is not None and due <= backfill_clock:
             self.parked.discard(user_id)
@@ -627,19 +622,26 @@ class PartitionEngine:
             self.schedule.discard(user_id)
             self._fire_live_user(batch, result, user_id, wall_ms, clock, backfill_clock)
 
+    def _fire_held_back(self, batch: _Batch, result: BatchResult, user_id: str, wall_ms: int) -> bool:
+        """Fire the user on the live clock, at `live_due_before_backfill`, if it is due by that clock on
+        the live schedule; whether it was."""
+        before = self.live_due_before_backfill
+        if before is None:
+            return False
+        due = self.schedule.due_of(user_id)
+        if due is None or due > before:
+            return False
+        self.schedule.discard(user_id)
+        self._fire(batch, result, user_id, before, wall_ms, backfill=False)
+        return True
+
     def _fire(self, batch: _Batch, result: BatchResult, user_id: str, until: int, wall_ms: int, backfill: bool) -> None:
         if self.definitions_pass is not None:
             self._decide_if_pending(batch, user_id, wall_ms)
-            before = self.live_due_before_backfill
-            if backfill and before is not None:
-                # reached through a timer of its old schedule, and kept on the live clock by the decision
-                # (`_reschedule`): its new due times by that clock fire there first, as `_advance` does
-                due = self.schedule.due_of(user_id)
-                if due is not None and due <= before:
-                    self.schedule.discard(user_id)
-                    self._fire(batch, result, user_id, before, wall_ms, backfill=False)
-                    if user_id in batch.deleted:  # dropped as dormant
-                        return
+            # reached through a timer of its old schedule, and kept on the live clock by the decision
+            # (`_reschedule`): its new due times by that clock fire there first, as `_advance` does
+            if backfill and self._fire_held_back(batch, result, user_id, wall_ms) and user_id in batch.deleted:
+                return  # dropped as dormant
         profile = batch.load(user_id)
         dues = batch.dues[user_id]
         changes, dormant = advance(user_id, profile, until, self.cfg, dues)
